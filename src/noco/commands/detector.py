@@ -1,0 +1,5 @@
+"""`noco detector` (not yet implemented)."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`noco eval` (not yet implemented)."""
+
+
+def register(sub) -> None:
+    pass

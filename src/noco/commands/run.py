@@ -1,0 +1,5 @@
+"""`noco run` (not yet implemented)."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`noco synth` (not yet implemented)."""
+
+
+def register(sub) -> None:
+    pass

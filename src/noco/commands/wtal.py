@@ -1,0 +1,5 @@
+"""`noco wtal` (not yet implemented)."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,1 @@
+"""Stage 3: online noise correction: teacher (EMA), AIC, MIC, HPM and the training loop."""

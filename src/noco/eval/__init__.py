@@ -1,0 +1,1 @@
+"""Evaluation: detection mAP (ActivityNet protocol) and pseudo-label quality."""

@@ -1,0 +1,112 @@
+"""Atomic output and careful input: every file noco writes appears whole or not at all."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError, NocoError
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same folder + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def atomic_save_torch(path: str | os.PathLike, obj: Any) -> Path:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_npy(path: str | os.PathLike, array) -> Path:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Read a JSON file; missing, non-UTF-8 or malformed files raise one clear DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: {what} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what}: {e.strerror}") from None
+    if not text.strip():
+        raise DataError(f"{path}: {what} is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: {what} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``; arbitrary pickles are refused."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise NocoError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a user-facing refusal
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise NocoError(
+            f"{path}: not a loadable noco checkpoint (refused by weights_only loading: {first[:200]})"
+        ) from None
+    if not isinstance(obj, dict):
+        raise NocoError(f"{path}: not a noco checkpoint (expected a dict, found {type(obj).__name__})")
+    return obj
+
+
+def check_writable_dir(path: str | os.PathLike, min_free_mb: int = 50) -> Path:
+    """Fail early (before hours of training) if ``path`` cannot hold our outputs."""
+    import shutil
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".noco_write_probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise NocoError(f"{path}: output directory is not writable ({e.strerror})") from None
+    free_mb = shutil.disk_usage(path).free // (1 << 20)
+    if free_mb < min_free_mb:
+        raise NocoError(f"{path}: only {free_mb} MiB free on disk, need at least {min_free_mb} MiB")
+    return path

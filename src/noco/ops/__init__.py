@@ -1,0 +1,1 @@
+"""Interval operations: tIoU, NMS, Soft-NMS (vectorized PyTorch)."""

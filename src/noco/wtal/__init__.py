@@ -1,0 +1,1 @@
+"""Stage 1: the weakly-supervised base model (ASM-Loc base) and its proposals."""
