@@ -1,5 +1,99 @@
-"""`noco synth` (not yet implemented)."""
+"""Dataset commands: ``noco synth`` (simulated benchmark), ``noco convert-wtalc`` (W-TALC layout ->
+noco layout) and ``noco dataset`` (validate a dataset directory and print its summary)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import NocoError
+
+
+def _kv(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, found {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), v.strip()
 
 
 def register(sub) -> None:
-    pass
+    from ..data.synth import DEFAULT_DIM, PRESETS
+
+    p = sub.add_parser(
+        "synth", help="write a simulated dataset (thumos14-sim: every real THUMOS14 video, simulated features)",
+        description="Write a simulated dataset in the noco layout. thumos14-sim keeps every real THUMOS14 video "
+                    "(200 Validation + 212 Test) with its real duration, fps and instances; tiny is a handful "
+                    "of cropped videos for tests.")
+    p.add_argument("--preset", required=True, choices=PRESETS)
+    p.add_argument("--out", required=True, help="output directory (must be empty unless --force)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed -> same bytes")
+    p.add_argument("--dim", type=int, default=DEFAULT_DIM, help=f"feature dimension (default {DEFAULT_DIM})")
+    p.add_argument("--set", dest="overrides", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="override a simulation strength (a SimConfig field), e.g. --set noise_std=0.5")
+    p.add_argument("--force", action="store_true", help="write into a non-empty output directory")
+    p.add_argument("--check", action="store_true", help="re-load the result and scan it for NaN/inf")
+    p.set_defaults(func=_synth)
+
+    c = sub.add_parser(
+        "convert-wtalc", help="convert a W-TALC feature folder (pickled object arrays) to the noco layout",
+        description="Convert W-TALC files (<name>-I3D-JOINTFeatures.npy and the videoname/subset/segments/"
+                    "labels/duration/classlist .npy annotation files) to the noco dataset layout.")
+    c.add_argument("--src", required=True, help="W-TALC folder")
+    c.add_argument("--out", required=True, help="output directory (must be empty unless --force)")
+    c.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading pickled object arrays (can run arbitrary code: trusted files only)")
+    c.add_argument("--features", help="the per-video feature file (default: the one *Features.npy under --src)")
+    c.add_argument("--annotations", help="the annotation folder (default: --src or its one sub-folder "
+                                          "holding videoname.npy)")
+    c.add_argument("--fps", type=float, default=25.0, help="frames per second of the features (default 25)")
+    c.add_argument("--feat-stride", type=int, default=16, help="frames between snippets (default 16)")
+    c.add_argument("--num-frames", type=int, default=16, help="frames per snippet (default 16)")
+    c.add_argument("--train-subset", help="subset name used for training (default: detected)")
+    c.add_argument("--test-subset", help="subset name used for evaluation (default: detected)")
+    c.add_argument("--force", action="store_true", help="write into a non-empty output directory")
+    c.add_argument("--check", action="store_true", help="scan the converted features for NaN/inf")
+    c.set_defaults(func=_convert)
+
+    d = sub.add_parser("dataset", help="validate a dataset directory and print its summary",
+                       description="Validate a dataset directory (dataset.json, annotations, feature headers) "
+                                   "and print a summary; --check also scans every feature value for NaN/inf.")
+    d.add_argument("root", help="dataset directory (holding dataset.json)")
+    d.add_argument("--check", action="store_true", help="scan every feature file for NaN/inf")
+    d.set_defaults(func=_dataset)
+
+
+def _summarise(root, check: bool) -> None:
+    from ..data.dataset import load_dataset
+
+    ds = load_dataset(root)
+    if check:
+        ds.check_values()
+    print(ds.summary())
+
+
+def _synth(args) -> int:
+    from ..data.synth import SimConfig, generate
+
+    cfg = SimConfig.from_overrides(dict(args.overrides))
+    if args.dim < 1:
+        raise NocoError(f"--dim must be a positive integer, found {args.dim}")
+    if args.seed < 0:
+        raise NocoError(f"--seed must be a non-negative integer, found {args.seed}")
+    out = generate(args.preset, args.out, seed=args.seed, dim=args.dim, force=args.force, config=cfg)
+    _summarise(out, args.check)
+    return 0
+
+
+def _convert(args) -> int:
+    from ..data.wtalc import convert_wtalc
+
+    out = convert_wtalc(args.src, args.out, trust_pickle=args.trust_pickle, fps=args.fps,
+                        feat_stride=args.feat_stride, num_frames=args.num_frames,
+                        train_subset=args.train_subset, test_subset=args.test_subset,
+                        features=args.features, annotations=args.annotations, force=args.force)
+    _summarise(out, args.check)
+    return 0
+
+
+def _dataset(args) -> int:
+    _summarise(args.root, args.check)
+    return 0

@@ -1,0 +1,145 @@
+"""Configuration of the NoCo label algebra: CALA, the EMA teacher, AIC, MIC and the online loop.
+
+Defaults are the "Suggested starting values" of NOCO.md; every [choice] of that page is an option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..errors import NocoError
+
+
+@dataclass
+class CorrectionConfig:
+    # --- CALA (stage 1, Algorithm 1) -------------------------------------------------------
+    cala_conf: float = 0.5          # θ_conf: seeds have score >= this
+    cala_nms: float = 0.45          # θ_nms: per-class NMS of the seeds
+    cala_iou: float = 0.6           # θ_iou: associated proposals have IoU > this with the seed
+    cala_weight: str = "iou"        # Eq. 1: "iou" (w = s * IoU) or "vote" (w = s / sum s)
+    cala_include_seed: bool = True  # the seed belongs to its own associated set
+    # --- teacher ---------------------------------------------------------------------------
+    alpha: float = 0.999            # θ_T <- α θ_T + (1 - α) θ_S after every optimizer step
+    # --- online loop -----------------------------------------------------------------------
+    mode: str = "online"            # "online" (rows d-g) or "replace" (row c)
+    refresh: Any = "batch"          # "batch": correct a video each time it is in a batch;
+                                    # int N: only when its last correction is >= N steps old
+    start_step: int = 0             # no correction before this optimizer step
+    use_aic: bool = True
+    use_mic: bool = True
+    # --- AIC (Eqs. 4-6) --------------------------------------------------------------------
+    aic_iou: float = 0.6            # θa_iou: IoU(p_i, q_k) > this
+    aic_conf: float = 0.4           # θa_conf: s_k > this
+    aic_lam: float = 1.0            # λ: inertia of the current label
+    aic_beta: float = 0.7           # β: w_hat = β w_i + (1 - β) mean_k w_ik
+    aic_same_class: bool = True
+    aic_weight: str = "iou"         # Eq. 1 variant, as cala_weight
+    # --- MIC (Eq. 7) -----------------------------------------------------------------------
+    mic_conf: float = 0.6           # θm_conf: Q' = {q : s_q >= this}
+    mic_nms: float = 0.4            # θm_nms: Q'' = per-class NMS(Q')
+    mic_iou: float = 0.2            # θm_iou: added when max IoU with the labels < this
+    mic_same_class: bool = True
+    # --- mode "replace" (row c) ------------------------------------------------------------
+    replace_conf: float = 0.5       # the teacher's detections with score >= this ...
+    replace_nms: float = 0.45       # ... after per-class NMS replace the batch's labels (weight = score)
+
+    def cala_kwargs(self) -> dict[str, Any]:
+        return dict(conf_thresh=self.cala_conf, nms_thresh=self.cala_nms, iou_thresh=self.cala_iou,
+                    weight=self.cala_weight, include_seed=self.cala_include_seed)
+
+    def aic_kwargs(self) -> dict[str, Any]:
+        return dict(iou_thresh=self.aic_iou, conf_thresh=self.aic_conf, lam=self.aic_lam, beta=self.aic_beta,
+                    same_class=self.aic_same_class, weight=self.aic_weight)
+
+    def mic_kwargs(self) -> dict[str, Any]:
+        return dict(conf_thresh=self.mic_conf, nms_thresh=self.mic_nms, iou_thresh=self.mic_iou,
+                    same_class=self.mic_same_class)
+
+    @property
+    def refresh_every(self) -> int:
+        """0 for "batch", else N."""
+        return 0 if self.refresh == "batch" else int(self.refresh)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CorrectionConfig":
+        return make_config(None, d)
+
+    def validate(self) -> "CorrectionConfig":
+        p = []
+        unit = ("cala_conf", "cala_nms", "cala_iou", "alpha", "aic_iou", "aic_conf", "aic_beta",
+                "mic_conf", "mic_nms", "mic_iou", "replace_conf", "replace_nms")
+        for name in unit:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                p.append(f"{name} must be a number in [0, 1], found {v!r}")
+        if isinstance(self.aic_lam, bool) or not isinstance(self.aic_lam, (int, float)) or not self.aic_lam >= 0:
+            p.append(f"aic_lam must be a number >= 0, found {self.aic_lam!r}")
+        for name in ("cala_weight", "aic_weight"):
+            if getattr(self, name) not in ("iou", "vote"):
+                p.append(f"{name} must be 'iou' or 'vote', found {getattr(self, name)!r}")
+        if self.mode not in ("online", "replace"):
+            p.append(f"mode must be 'online' or 'replace', found {self.mode!r}")
+        r = self.refresh
+        if not (r == "batch" or (isinstance(r, int) and not isinstance(r, bool) and r >= 1)):
+            p.append(f"refresh must be 'batch' or an integer number of steps >= 1, found {r!r}")
+        if isinstance(self.start_step, bool) or not isinstance(self.start_step, int) or self.start_step < 0:
+            p.append(f"start_step must be an integer >= 0, found {self.start_step!r}")
+        for name in ("cala_include_seed", "use_aic", "use_mic", "aic_same_class", "mic_same_class"):
+            if not isinstance(getattr(self, name), bool):
+                p.append(f"{name} must be true or false, found {getattr(self, name)!r}")
+        if p:
+            raise NocoError("invalid correction config: " + "; ".join(p))
+        return self
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # NOCO.md suggested starting values (paper recipe: α 0.999 per iteration).
+    "paper": dict(alpha=0.999),
+    # CPU runs train for a few hundred steps only: with α 0.999 the teacher would barely move
+    # (its horizon is ~1/(1-α) = 1000 steps), so the CPU preset uses a 100-step horizon.
+    "cpu": dict(alpha=0.99),
+}
+
+
+def make_config(preset: str | None = "cpu", overrides: dict[str, Any] | None = None) -> CorrectionConfig:
+    """Build a config from a preset name (or None for the dataclass defaults) plus overrides."""
+    if preset is not None and preset not in PRESETS:
+        raise NocoError(f"unknown correction preset {preset!r} (choose from {', '.join(PRESETS)})")
+    values: dict[str, Any] = dict(PRESETS[preset]) if preset is not None else {}
+    names = {f.name for f in fields(CorrectionConfig)}
+    for k, v in (overrides or {}).items():
+        if k not in names:
+            raise NocoError(f"unknown correction config option {k!r}")
+        values[k] = _coerce(k, v)
+    return CorrectionConfig(**values).validate()
+
+
+def _coerce(name: str, v: Any) -> Any:
+    """Accept the spellings a YAML file or a ``key=value`` command-line override produces."""
+    default = getattr(CorrectionConfig(), name)
+    if isinstance(v, str):
+        t = v.strip()
+        if isinstance(default, bool):
+            if t.lower() in ("true", "yes", "1", "on"):
+                return True
+            if t.lower() in ("false", "no", "0", "off"):
+                return False
+            return v
+        if isinstance(default, float) or name == "aic_lam":
+            try:
+                return float(t)
+            except ValueError:
+                return v
+        if name in ("refresh", "start_step") and t.lstrip("+").isdigit():
+            return int(t)
+        return t
+    if isinstance(v, float) and name in ("refresh", "start_step") and v.is_integer():
+        return int(v)
+    if isinstance(v, int) and not isinstance(v, bool) and isinstance(default, float):
+        return float(v)
+    return v

@@ -1,0 +1,179 @@
+"""Online pseudo-label correction during detector training (NoCo Stage 2): a LabelSource.
+
+Per mini-batch (``labels_for``), the EMA teacher detects on the un-augmented features of the
+batch's videos; AIC then MIC (as enabled) correct each video's online label set, which is stored
+and returned. After every optimizer step (``after_step``) the teacher follows the student by EMA.
+``mode="replace"`` (ablation row c) returns the teacher's confident detections instead and keeps
+no corrected set. The online set and the teacher weights go into every checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import NocoError
+from ..labels.cala import check_instances
+from ..labels.instances import Instances
+from .aic import aic_detailed
+from .config import CorrectionConfig
+from .mic import confident_detections, mic_candidates
+from .teacher import EMATeacher
+
+STATE_VERSION = 1
+_STAT_KEYS = ("corrections", "aic_corrected", "mic_added", "replaced", "replace_fallbacks")
+
+
+class OnlineCorrection:
+    """LabelSource whose labels are corrected online by an EMA teacher (see module docstring).
+
+    ``initial``: ``{video_id: Instances}`` (seconds), the CALA labels ``P_aug``/``W_aug``.
+    ``teacher_model``: the pre-trained teacher (an ``nn.Module``, deep-copied) or an ``EMATeacher``.
+    ``detect_fn``: the teacher's post-processed detections in seconds on un-augmented features;
+    called as ``detect_fn(model, features_fn(video_id), video_id)`` when ``features_fn`` is given
+    (features converted to a float32 tensor on the teacher's device), else ``detect_fn(model, video_id)``.
+    """
+
+    def __init__(
+        self,
+        initial: Mapping[str, Instances],
+        teacher_model: nn.Module | EMATeacher,
+        detect_fn: Callable[..., Instances],
+        features_fn: Callable[[str], object] | None = None,
+        cfg: CorrectionConfig | None = None,
+    ):
+        self.cfg = (cfg or CorrectionConfig()).validate()
+        for vid, ins in initial.items():
+            check_instances(ins, f"video {vid}: initial pseudo-labels")
+        self.initial: dict[str, Instances] = {vid: ins.to("cpu") for vid, ins in initial.items()}
+        self.labels: dict[str, Instances] = dict(self.initial)
+        self.teacher = teacher_model if isinstance(teacher_model, EMATeacher) else EMATeacher(teacher_model, self.cfg.alpha)
+        self.detect_fn = detect_fn
+        self.features_fn = features_fn
+        self.last_corrected: dict[str, int] = {}
+        self.stats: dict[str, int] = {k: 0 for k in _STAT_KEYS}
+        self.last_stats: dict[str, int] = {k: 0 for k in _STAT_KEYS}
+
+    # ------------------------------------------------------------------ teacher predictions
+    @torch.no_grad()
+    def predict(self, video_id: str) -> Instances:
+        """The teacher's detections ``Q`` for one video (teacher in eval mode, no gradients), on CPU."""
+        model = self.teacher.module
+        was_training = model.training
+        model.eval()
+        try:
+            if self.features_fn is not None:
+                feats = torch.as_tensor(self.features_fn(video_id), dtype=torch.float32).to(self.teacher.device)
+                q = self.detect_fn(model, feats, video_id)
+            else:
+                q = self.detect_fn(model, video_id)
+        finally:
+            model.train(was_training)
+        if not isinstance(q, Instances):
+            raise NocoError(f"video {video_id}: teacher detection returned {type(q).__name__}, expected Instances")
+        q = q.to("cpu")
+        check_instances(q, f"video {video_id}: teacher detections")
+        return q
+
+    def _due(self, vid: str, step: int) -> bool:
+        if step < self.cfg.start_step:
+            return False
+        last = self.last_corrected.get(vid)
+        n = self.cfg.refresh_every
+        return last is None or n == 0 or step - last >= n
+
+    def _correct(self, vid: str, current: Instances, q: Instances, st: dict[str, int]) -> Instances:
+        cfg = self.cfg
+        if cfg.mode == "replace":
+            conf = confident_detections(q, cfg.replace_conf, cfg.replace_nms)
+            st["replaced"] += 1
+            if len(conf) == 0:
+                st["replace_fallbacks"] += 1
+                return self.initial[vid]
+            return Instances(conf.segments, conf.labels, conf.scores, conf.scores.clone())
+        out = current
+        if cfg.use_aic:
+            res = aic_detailed(out, q, **cfg.aic_kwargs(), what=f"video {vid}: online labels")
+            out = res.labels
+            st["aic_corrected"] += int(res.corrected.sum())
+        if cfg.use_mic:
+            c = mic_candidates(out, q, **cfg.mic_kwargs(), what=f"video {vid}: online labels")
+            if len(c):
+                out = Instances.cat([out, c])
+            st["mic_added"] += len(c)
+        return out
+
+    # ------------------------------------------------------------------ LabelSource
+    def labels_for(self, video_ids: list[str], step: int) -> list[Instances]:
+        missing = [v for v in video_ids if v not in self.labels]
+        if missing:
+            raise NocoError(f"online correction: no pseudo-labels for video(s) {', '.join(missing[:5])}"
+                            + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        st = {k: 0 for k in _STAT_KEYS}
+        out = []
+        for vid in video_ids:
+            if self._due(vid, step):
+                q = self.predict(vid)
+                self.labels[vid] = self._correct(vid, self.labels[vid], q, st)
+                self.last_corrected[vid] = int(step)
+                st["corrections"] += 1
+            out.append(self.labels[vid])
+        self.last_stats = st
+        for k, v in st.items():
+            self.stats[k] += v
+        return out
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        self.teacher.update(model)
+
+    def final_labels(self) -> dict[str, Instances]:
+        return dict(self.labels)
+
+    def summary(self) -> dict[str, float]:
+        """Cumulative statistics plus the current size of the online set, for logging."""
+        d: dict[str, float] = dict(self.stats)
+        d["num_labels"] = sum(len(v) for v in self.labels.values())
+        d["teacher_updates"] = self.teacher.num_updates
+        return d
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Tensors, dicts, lists, numbers and strings only (``torch.load(weights_only=True)``)."""
+        return {
+            "version": STATE_VERSION,
+            "mode": self.cfg.mode,
+            "labels": {vid: {k: v.clone() for k, v in ins.state().items()} for vid, ins in self.labels.items()},
+            "last_corrected": dict(self.last_corrected),
+            "stats": dict(self.stats),
+            "teacher": self.teacher.state_dict(),
+        }
+
+    def load_state_dict(self, d: Mapping) -> None:
+        where = "checkpoint: online correction state"
+        if not isinstance(d, Mapping):
+            raise NocoError(f"{where} is malformed: expected a dict, found {type(d).__name__}")
+        miss = [k for k in ("labels", "teacher") if k not in d]
+        if miss:
+            raise NocoError(f"{where} is malformed: missing {', '.join(repr(k) for k in miss)}")
+        if not isinstance(d["labels"], Mapping):
+            raise NocoError(f"{where} is malformed: 'labels' must map video ids to label sets")
+        unknown = [v for v in d["labels"] if v not in self.initial]
+        if unknown:
+            raise NocoError(f"{where} holds labels of {len(unknown)} video(s) outside the training set "
+                            f"(e.g. {', '.join(map(str, unknown[:3]))}): wrong checkpoint for this dataset?")
+        labels = {}
+        for vid, s in d["labels"].items():
+            try:
+                ins = Instances.from_state(s)
+            except (KeyError, TypeError, RuntimeError, ValueError) as e:
+                raise NocoError(f"{where}: video {vid}: malformed label set ({e})") from None
+            check_instances(ins, f"{where}: video {vid}")
+            labels[vid] = ins.to("cpu")
+        self.teacher.load_state_dict(d["teacher"])
+        self.labels = dict(self.initial)
+        self.labels.update(labels)
+        self.last_corrected = {str(k): int(v) for k, v in dict(d.get("last_corrected", {})).items()}
+        st = dict(d.get("stats", {}))
+        self.stats = {k: int(st.get(k, 0)) for k in _STAT_KEYS}

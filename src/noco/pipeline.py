@@ -1,0 +1,496 @@
+"""The whole NoCo pipeline as cached stages, and the ablation rows of the paper's Table 3.
+
+Stages (each one's outputs live in the run directory W and are reused when present)::
+
+    data (a dataset dir, or a synth preset generated once into W/data/<preset>)
+    W/seed<S>/wtal/            WTAL base model (video-level labels only)     -> wtal.pt
+    W/seed<S>/wtal/test.json   its test-subset detections (the "WTAL" row)
+    W/seed<S>/wtal/pool.json   dense proposal pool O on the training subset
+    W/seed<S>/labels/a.json    baseline labels: confidence > 0.5 after NMS, weight 1
+    W/seed<S>/labels/b.json    CALA labels (P_aug, W_aug)
+    W/seed<S>/rows/<row>/      one TriDet per ablation row: train/, predictions.json,
+                               labels.json (the labels it ended training on), metrics.json
+
+Rows: oracle (ground truth), a (baseline), b (+CALA; also the pre-trained teacher of c..g),
+c (+teacher-student, teacher's confident detections replace the labels), d (c+AIC), e (c+MIC),
+f (c+AIC+MIC), g (f+HPM = NoCo).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import NocoError
+from .io import atomic_write_json, check_writable_dir, read_json
+from .labels.instances import Instances, read_instances, write_instances
+
+log = logging.getLogger("noco")
+
+ROWS = ["oracle", "a", "b", "c", "d", "e", "f", "g"]
+ROW_TITLES = {
+    "wtal": "WTAL base model",
+    "oracle": "oracle (ground-truth labels)",
+    "a": "a: WTAL labels > 0.5",
+    "b": "b: + CALA",
+    "c": "c: + teacher-student",
+    "d": "d: c + AIC",
+    "e": "e: c + MIC",
+    "f": "f: c + AIC + MIC",
+    "g": "g: f + HPM (NoCo)",
+}
+# what each row trains on: static label set, or an online correction on top of row b's teacher
+ROW_SPEC: dict[str, dict[str, Any]] = {
+    "oracle": dict(labels="gt"),
+    "a": dict(labels="a"),
+    "b": dict(labels="b"),
+    "c": dict(labels="b", teacher="b", mode="replace", use_aic=False, use_mic=False, hpm=False),
+    "d": dict(labels="b", teacher="b", mode="online", use_aic=True, use_mic=False, hpm=False),
+    "e": dict(labels="b", teacher="b", mode="online", use_aic=False, use_mic=True, hpm=False),
+    "f": dict(labels="b", teacher="b", mode="online", use_aic=True, use_mic=True, hpm=False),
+    "g": dict(labels="b", teacher="b", mode="online", use_aic=True, use_mic=True, hpm=True),
+}
+THUMOS_TIOUS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+ANET_TIOUS = [round(0.5 + 0.05 * i, 2) for i in range(10)]
+SHORT_BIN = "short"
+SECTIONS = ("wtal", "detector", "student", "correction")
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclasses.dataclass
+class PipelineConfig:
+    preset: str
+    wtal: Any
+    detector: Any
+    student: Any
+    correction: Any
+    val_fraction: float = 0.1
+    tiou: list[float] = dataclasses.field(default_factory=lambda: list(THUMOS_TIOUS))
+
+    def to_dict(self) -> dict:
+        return {
+            "preset": self.preset,
+            "val_fraction": self.val_fraction,
+            "tiou": self.tiou,
+            **{s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS},
+        }
+
+
+def parse_sets(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``["wtal.epochs=5", "correction.alpha=0.99"]`` -> ``{"wtal": {"epochs": "5"}, ...}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise NocoError(f"--set {item!r}: expected SECTION.KEY=VALUE with SECTION one of {', '.join(SECTIONS)}")
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        if section not in SECTIONS:
+            import difflib
+
+            close = difflib.get_close_matches(section, SECTIONS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise NocoError(f"--set {item!r}: unknown section {section!r}{hint}; sections: {', '.join(SECTIONS)}")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(section, {})[name] = parsed
+    return out
+
+
+def _make(section: str, make_config, preset: str, overrides: dict, cls) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in overrides:
+        if k not in names:
+            import difflib
+
+            close = difflib.get_close_matches(k, names, n=1)
+            hint = f" (did you mean {section}.{close[0]}?)" if close else ""
+            raise NocoError(f"unknown config key {section}.{k}{hint}")
+    return make_config(preset, overrides)
+
+
+def make_pipeline_config(preset: str = "cpu", sets: list[str] | None = None, val_fraction: float = 0.1,
+                         tiou: list[float] | None = None) -> PipelineConfig:
+    from .correction.config import CorrectionConfig
+    from .correction.config import make_config as corr_cfg
+    from .detector.config import DetectorConfig
+    from .detector.config import make_config as det_cfg
+    from .wtal.config import WtalConfig
+    from .wtal.config import make_config as wtal_cfg
+
+    ov = parse_sets(sets)
+    student_ov = dict(STUDENT_DEFAULTS.get(preset, {}))
+    student_ov.update(ov.get("detector", {}))
+    student_ov.update(ov.get("student", {}))
+    return PipelineConfig(
+        preset=preset,
+        wtal=_make("wtal", wtal_cfg, preset, ov.get("wtal", {}), WtalConfig),
+        detector=_make("detector", det_cfg, preset, ov.get("detector", {}), DetectorConfig),
+        student=_make("student", det_cfg, preset, student_ov, DetectorConfig),
+        correction=_make("correction", corr_cfg, preset, ov.get("correction", {}), CorrectionConfig),
+        val_fraction=val_fraction,
+        tiou=list(tiou or THUMOS_TIOUS),
+    )
+
+
+# The student of rows c..g starts from the pre-trained teacher: a shorter schedule with a short
+# warm-up (overridable with --set student.KEY=VALUE).
+STUDENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cpu": {},
+    "paper": {"epochs": 20, "warmup_epochs": 2},
+}
+
+
+def _fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- data
+def resolve_data(data: str, out: Path) -> Path:
+    """A dataset directory, or the name of a synth preset generated once into ``out/data/<name>``."""
+    from .data import synth
+
+    p = Path(data)
+    if (p / "dataset.json").is_file():
+        return p
+    if data in synth.PRESETS and not p.exists():
+        target = out / "data" / data
+        if not (target / "dataset.json").is_file():
+            log.info(f"noco: generating the simulated benchmark {data!r} into {target} "
+                     "(real THUMOS14 annotations, simulated features)")
+            synth.generate(data, target, seed=0, force=True)
+        return target
+    if p.is_dir():
+        raise NocoError(f"{p}: not a noco dataset (no dataset.json); see README 'Dataset layout'")
+    raise NocoError(f"--data {data!r}: no such dataset directory, and not a synth preset "
+                    f"({', '.join(synth.PRESETS)})")
+
+
+# --------------------------------------------------------------------------- stages
+class Pipeline:
+    def __init__(self, dataset, out: Path, cfg: PipelineConfig, seed: int = 0, device: str = "cpu"):
+        self.ds = dataset
+        self.out = Path(out)
+        self.cfg = cfg
+        self.seed = seed
+        self.device = device
+        self.sdir = self.out / f"seed{seed}"
+        self.timings: dict[str, float] = {}
+
+    # ---- helpers
+    def _cached(self, path: Path, key: Any) -> bool:
+        """True when ``path`` exists and was produced by the same stage configuration."""
+        meta = path.with_name(path.name + ".meta.json")
+        if path.is_file() and meta.is_file():
+            if read_json(meta, "stage metadata").get("fingerprint") == _fingerprint(key):
+                return True
+            log.warning(f"noco: {path} was made with another configuration; recomputing it")
+        return False
+
+    def _mark(self, path: Path, key: Any) -> None:
+        atomic_write_json(path.with_name(path.name + ".meta.json"), {"fingerprint": _fingerprint(key)})
+
+    def _timed(self, name: str, t0: float) -> None:
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+    # ---- stage 1: WTAL
+    def wtal_key(self) -> dict:
+        return {"wtal": dataclasses.asdict(self.cfg.wtal), "seed": self.seed, "val": self.cfg.val_fraction,
+                "data": self.ds.settings()}
+
+    def wtal_checkpoint(self) -> Path:
+        from .wtal.train import train_wtal
+
+        ck = self.sdir / "wtal" / "wtal.pt"
+        if self._cached(ck, self.wtal_key()):
+            return ck
+        t0 = time.perf_counter()
+        log.info("noco: [stage 1] training the WTAL base model from video-level labels")
+        path = train_wtal(self.ds, self.cfg.wtal, self.sdir / "wtal", device=self.device, seed=self.seed,
+                          val_fraction=self.cfg.val_fraction, resume=True)
+        if Path(path) != ck:
+            raise NocoError(f"internal: WTAL checkpoint expected at {ck}, got {path}")
+        self._mark(ck, self.wtal_key())
+        self._timed("wtal_train", t0)
+        return ck
+
+    def wtal_test_predictions(self) -> dict[str, Instances]:
+        from .wtal.train import predict_wtal
+
+        path = self.sdir / "wtal" / "test.json"
+        key = self.wtal_key()
+        if not self._cached(path, key):
+            ck = self.wtal_checkpoint()
+            t0 = time.perf_counter()
+            dets = predict_wtal(ck, self.ds, self.ds.test_subset, device=self.device)
+            write_instances(path, dets, self.ds.classes, with_weight=False)
+            self._mark(path, key)
+            self._timed("wtal_predict", t0)
+        return read_instances(path, self.ds.classes)
+
+    def proposal_pool(self) -> dict[str, Instances]:
+        from .wtal.train import propose_wtal
+
+        path = self.sdir / "wtal" / "pool.json"
+        key = self.wtal_key()
+        if not self._cached(path, key):
+            ck = self.wtal_checkpoint()
+            t0 = time.perf_counter()
+            log.info("noco: [stage 1] dense proposal pool O on the training subset")
+            pool = propose_wtal(ck, self.ds, self.ds.train_subset, device=self.device)
+            write_instances(path, pool, self.ds.classes, with_weight=False)
+            self._mark(path, key)
+            self._timed("wtal_propose", t0)
+        return read_instances(path, self.ds.classes)
+
+    # ---- stage 1b: label sets
+    def label_set(self, name: str) -> dict[str, Instances]:
+        """'gt', 'a' (baseline filter) or 'b' (CALA) on the training subset."""
+        from .labels.cala import baseline_filter_all, cala_all
+
+        if name == "gt":
+            return self.ds.ground_truth(self.ds.train_subset)
+        path = self.sdir / "labels" / f"{name}.json"
+        corr = self.cfg.correction
+        key = {"wtal": self.wtal_key(), "label": name,
+               "cala": corr.cala_kwargs() if name == "b" else {"conf": corr.cala_conf, "nms": corr.cala_nms}}
+        if not self._cached(path, key):
+            pool = self.proposal_pool()
+            t0 = time.perf_counter()
+            if name == "a":
+                labels = baseline_filter_all(pool, conf=corr.cala_conf, nms=corr.cala_nms)
+            elif name == "b":
+                log.info("noco: [stage 1] CALA: context-aware label augmentation")
+                labels = cala_all(pool, **corr.cala_kwargs())
+            else:
+                raise NocoError(f"unknown label set {name!r}")
+            write_instances(path, labels, self.ds.classes)
+            self._mark(path, key)
+            self._timed(f"labels_{name}", t0)
+        return read_instances(path, self.ds.classes)
+
+    # ---- stage 2/3: one detector per row
+    def row_key(self, row: str) -> dict:
+        spec = ROW_SPEC[row]
+        key = {"row": row, "spec": spec, "seed": self.seed, "data": self.ds.settings(),
+               "detector": dataclasses.asdict(self.cfg.detector)}
+        if spec["labels"] != "gt":
+            key["wtal"] = self.wtal_key()
+            key["correction"] = dataclasses.asdict(self.cfg.correction)
+        if "teacher" in spec:
+            key["student"] = dataclasses.asdict(self.cfg.student)
+            key["teacher"] = self.row_key(spec["teacher"])
+        return key
+
+    def row_checkpoint(self, row: str) -> Path:
+        from .detector.train import StaticLabels, train_detector
+
+        spec = ROW_SPEC[row]
+        rdir = self.sdir / "rows" / row
+        done = rdir / "model.pt"
+        key = self.row_key(row)
+        if self._cached(done, key):
+            return done
+        check_writable_dir(rdir)
+        initial = self.label_set(spec["labels"])
+        t0 = time.perf_counter()
+        if "teacher" not in spec:
+            log.info(f"noco: [stage 2] training TriDet for row {row} on {len(initial)} videos' labels")
+            source = StaticLabels(initial)
+            ck = train_detector(self.ds, source, self.cfg.detector, rdir / "train", device=self.device,
+                                seed=self.seed, resume=True, hpm=False)
+            write_instances(rdir / "labels.json", initial, self.ds.classes)
+        else:
+            teacher_ck = self.row_checkpoint(spec["teacher"])
+            t0 = time.perf_counter()
+            source = self._online_source(initial, teacher_ck, spec)
+            log.info(f"noco: [stage 3] row {row}: student from the teacher of row {spec['teacher']}, "
+                     f"mode={spec['mode']} AIC={spec['use_aic']} MIC={spec['use_mic']} HPM={spec['hpm']}")
+            ck = train_detector(self.ds, source, self.cfg.student, rdir / "train", init=teacher_ck,
+                                device=self.device, seed=self.seed, resume=True, hpm=spec["hpm"])
+            final = self._final_source_labels(ck, source)
+            write_instances(rdir / "labels.json", final, self.ds.classes)
+        _copy_atomic(ck, done)
+        self._mark(done, key)
+        self._timed(f"row_{row}_train", t0)
+        return done
+
+    def _online_source(self, initial, teacher_ck: Path, spec: dict):
+        from .correction.loop import OnlineCorrection
+        from .detector.infer import detect, load_detector
+
+        corr = dataclasses.replace(self.cfg.correction, mode=spec["mode"], use_aic=spec["use_aic"],
+                                   use_mic=spec["use_mic"])
+        teacher, meta = load_detector(teacher_ck, device=self.device)
+        videos = {v.id: v for v in self.ds.subset(self.ds.train_subset)}
+        settings = self.ds.settings()
+
+        def detect_fn(model, feats, vid):
+            v = videos[vid]
+            return detect(model, feats, {"fps": v.fps, "duration": v.duration,
+                                         "feat_stride": settings["feat_stride"],
+                                         "num_frames": settings["num_frames"]}, meta["config"])
+
+        return OnlineCorrection(initial, teacher, detect_fn, features_fn=self.ds.features, cfg=corr)
+
+    def _final_source_labels(self, ck: Path, source) -> dict[str, Instances]:
+        from .io import load_checkpoint
+
+        state = load_checkpoint(ck).get("label_source")
+        if state:
+            source.load_state_dict(state)
+        return source.final_labels()
+
+    def row_predictions(self, row: str) -> dict[str, Instances]:
+        from .detector.infer import predict_detector
+
+        rdir = self.sdir / "rows" / row
+        path = rdir / "predictions.json"
+        key = self.row_key(row)
+        if not self._cached(path, key):
+            ck = self.row_checkpoint(row)
+            t0 = time.perf_counter()
+            dets = predict_detector(ck, self.ds, self.ds.test_subset, device=self.device)
+            write_instances(path, dets, self.ds.classes, with_weight=False)
+            self._mark(path, key)
+            self._timed(f"row_{row}_predict", t0)
+        return read_instances(path, self.ds.classes)
+
+    # ---- metrics
+    def metrics(self, name: str) -> dict:
+        """Test mAP (and, for detector rows, the quality of the labels it trained on)."""
+        from .eval.detection import evaluate
+        from .eval.labels import label_quality
+
+        mdir = self.sdir / ("wtal" if name == "wtal" else f"rows/{name}")
+        path = mdir / "metrics.json"
+        key = {"row": self.wtal_key() if name == "wtal" else self.row_key(name), "tiou": self.cfg.tiou}
+        if self._cached(path, key):
+            return read_json(path)
+        preds = self.wtal_test_predictions() if name == "wtal" else self.row_predictions(name)
+        gt = self.ds.ground_truth(self.ds.test_subset)
+        res = evaluate(gt, preds, self.ds.num_classes, self.cfg.tiou)
+        m: dict[str, Any] = {"row": name, "seed": self.seed, "tiou": res["tiou"], "mAP": res["mAP"],
+                             "average": res["average"], "averages": named_averages(res["tiou"], res["mAP"])}
+        if name != "wtal":
+            labels = read_instances(mdir / "labels.json", self.ds.classes)
+            train = self.ds.subset(self.ds.train_subset)
+            m["labels"] = label_quality(self.ds.ground_truth(self.ds.train_subset), labels,
+                                        {v.id: v.duration for v in train}, self.ds.num_classes)
+        else:
+            pool = self.proposal_pool()
+            from .labels.cala import baseline_filter_all
+
+            corr = self.cfg.correction
+            labels = baseline_filter_all(pool, conf=corr.cala_conf, nms=corr.cala_nms)
+            train = self.ds.subset(self.ds.train_subset)
+            m["labels"] = label_quality(self.ds.ground_truth(self.ds.train_subset), labels,
+                                        {v.id: v.duration for v in train}, self.ds.num_classes)
+        atomic_write_json(path, m, indent=1)
+        self._mark(path, key)
+        return m
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    from .io import atomic_write_bytes
+
+    atomic_write_bytes(dst, Path(src).read_bytes())
+
+
+def named_averages(tious: list[float], maps: list[float]) -> dict[str, float]:
+    """The paper's averages over the thresholds that are present."""
+    t = [round(x, 4) for x in tious]
+    out = {}
+    for name, lo, hi in (("0.1:0.5", 0.1, 0.5), ("0.3:0.7", 0.3, 0.7), ("0.1:0.7", 0.1, 0.7),
+                         ("0.5:0.95", 0.5, 0.95)):
+        sel = [m for x, m in zip(t, maps) if lo - 1e-6 <= x <= hi + 1e-6]
+        expected = {"0.1:0.5": 5, "0.3:0.7": 5, "0.1:0.7": 7, "0.5:0.95": 10}[name]
+        if len(sel) == expected:
+            out[name] = sum(sel) / len(sel)
+    return out
+
+
+# --------------------------------------------------------------------------- tables
+def _fmt(x: float | None) -> str:
+    return "  -  " if x is None else f"{100 * x:5.1f}"
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    import statistics
+
+    m = statistics.fmean(xs)
+    s = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return m, s
+
+
+def collect_metrics(out: Path) -> dict[str, dict[int, dict]]:
+    """All metrics.json files under W: ``{row: {seed: metrics}}``."""
+    found: dict[str, dict[int, dict]] = {}
+    for sd in sorted(Path(out).glob("seed*")):
+        try:
+            seed = int(sd.name[4:])
+        except ValueError:
+            continue
+        for p in [sd / "wtal" / "metrics.json", *sorted(sd.glob("rows/*/metrics.json"))]:
+            if p.is_file():
+                m = read_json(p)
+                found.setdefault(m["row"], {})[seed] = m
+    return found
+
+
+def _boundary_error(q: dict) -> float | None:
+    if q.get("start_error") is None or q.get("end_error") is None:
+        return None
+    return 0.5 * (q["start_error"] + q["end_error"])
+
+
+def results_table(found: dict[str, dict[int, dict]], markdown: bool = False) -> str:
+    """Rows: WTAL and every ablation row present; columns: mAP per tIoU and the averages, mean (± std
+    over seeds when there are several)."""
+    order = [r for r in ["wtal", *ROWS] if r in found]
+    if not order:
+        return "(no results yet)"
+    any_m = next(iter(found[order[0]].values()))
+    tious = any_m["tiou"]
+    avg_names = list(any_m["averages"])
+    heads = ["row", "seeds"] + [f"{t:g}" for t in tious] + [f"avg {n}" for n in avg_names] + \
+        ["label mIoU", "bnd err s", "R<2s", "merge"]
+    lines = []
+    for r in order:
+        ms = list(found[r].values())
+        cells = [ROW_TITLES.get(r, r), str(len(ms))]
+        multi = len(ms) > 1
+
+        def cell(vals, scale=100.0, fmt="{:.1f}"):
+            vals = [v for v in vals if v is not None]
+            if not vals:
+                return "-"
+            m, s = _mean_std([scale * v for v in vals])
+            return (fmt.format(m) + (" ± " + fmt.format(s) if multi else ""))
+
+        for i in range(len(tious)):
+            cells.append(cell([m["mAP"][i] for m in ms]))
+        for n in avg_names:
+            cells.append(cell([m["averages"].get(n) for m in ms]))
+        lq = [m.get("labels") or {} for m in ms]
+        cells.append(cell([q.get("mIoU") for q in lq]))
+        cells.append(cell([_boundary_error(q) for q in lq], scale=1.0, fmt="{:.2f}"))
+        cells.append(cell([(q.get("recall_by_length") or {}).get(SHORT_BIN) for q in lq]))
+        cells.append(cell([q.get("merge_rate") for q in lq]))
+        lines.append(cells)
+    if markdown:
+        out = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        out += ["| " + " | ".join(c) + " |" for c in lines]
+        return "\n".join(out)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(heads)]
+    fmt_row = lambda cs: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cs, widths)))
+    return "\n".join([fmt_row(heads), fmt_row(["-" * w for w in widths])] + [fmt_row(c) for c in lines])
