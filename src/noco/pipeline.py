@@ -326,21 +326,22 @@ class Pipeline:
 
     def _online_source(self, initial, teacher_ck: Path, spec: dict):
         from .correction.loop import OnlineCorrection
-        from .detector.infer import detect, load_detector
+        from .detector.infer import detect, load_detector, video_meta
 
         corr = dataclasses.replace(self.cfg.correction, mode=spec["mode"], use_aic=spec["use_aic"],
                                    use_mic=spec["use_mic"])
-        teacher, meta = load_detector(teacher_ck, device=self.device)
-        videos = {v.id: v for v in self.ds.subset(self.ds.train_subset)}
-        settings = self.ds.settings()
+        teacher, _ = load_detector(teacher_ck, device=self.device)
+        metas = {v.id: video_meta(self.ds, v) for v in self.ds.subset(self.ds.train_subset)}
+        # AIC, MIC and row c only ever use teacher detections above these confidences, and Soft-NMS
+        # only lowers scores: candidates below the smallest of them before Soft-NMS cannot matter.
+        floor = min(corr.aic_conf if corr.use_aic else 1.0, corr.mic_conf if corr.use_mic else 1.0,
+                    corr.replace_conf if corr.mode == "replace" else 1.0)
+        tcfg = dataclasses.replace(teacher.cfg, pre_nms_thresh=max(teacher.cfg.pre_nms_thresh, floor - 1e-6))
 
         def detect_fn(model, feats, vid):
-            v = videos[vid]
-            return detect(model, feats, {"fps": v.fps, "duration": v.duration,
-                                         "feat_stride": settings["feat_stride"],
-                                         "num_frames": settings["num_frames"]}, meta["config"])
+            return detect(model, feats, metas[vid], tcfg)
 
-        return OnlineCorrection(initial, teacher, detect_fn, features_fn=self.ds.features, cfg=corr)
+        return OnlineCorrection(initial, teacher, detect_fn, features_fn=self.ds.features_tensor, cfg=corr)
 
     def _final_source_labels(self, ck: Path, source) -> dict[str, Instances]:
         from .io import load_checkpoint
