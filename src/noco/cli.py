@@ -11,7 +11,7 @@ import sys
 from . import __version__
 from .errors import NocoError
 
-COMMANDS = ["synth", "eval", "wtal", "detector", "run"]
+COMMANDS = ["synth", "eval", "wtal", "detector", "run", "infer"]
 
 
 def build_parser() -> argparse.ArgumentParser:

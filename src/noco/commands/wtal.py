@@ -1,5 +1,145 @@
-"""`noco wtal` (not yet implemented)."""
+"""`noco wtal train | predict | propose`: the weakly-supervised base model (stage 1)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("noco")
+
+
+def _progress() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _threads(args) -> None:
+    if args.threads is not None:
+        import torch
+
+        from ..errors import NocoError
+
+        if args.threads < 1:
+            raise NocoError(f"--threads must be >= 1, found {args.threads}")
+        torch.set_num_threads(args.threads)
+
+
+def _parse_set(items: list[str] | None) -> dict:
+    import yaml
+
+    from ..errors import NocoError
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise NocoError(f"--set expects KEY=VALUE, found {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            raise NocoError(f"--set {k}: cannot parse value {v!r}") from None
+    return out
+
+
+def _train(args) -> int:
+    _threads(args)
+    from ..data.dataset import load_dataset
+    from ..wtal.config import make_config
+    from ..wtal.train import train_wtal
+
+    overrides = _parse_set(args.set)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    cfg = make_config(args.preset, overrides)
+    ds = load_dataset(args.data)
+    path = train_wtal(ds, cfg, args.out, device=args.device, seed=args.seed, val_fraction=args.val_fraction,
+                      resume=args.resume, progress=_progress())
+    print(path)
+    return 0
+
+
+def _predict(args) -> int:
+    _threads(args)
+    from ..data.dataset import load_dataset
+    from ..labels.instances import write_instances
+    from ..wtal.train import predict_wtal
+
+    ds = load_dataset(args.data)
+    dets = predict_wtal(args.ckpt, ds, args.subset, device=args.device, progress=_progress(),
+                        overrides=_parse_set(args.set))
+    write_instances(args.out, dets, ds.classes, with_weight=False)
+    log.info(f"wtal predict: {sum(len(d) for d in dets.values())} detections on {len(dets)} videos -> {args.out}")
+    return 0
+
+
+def _propose(args) -> int:
+    _threads(args)
+    from ..data.dataset import load_dataset
+    from ..labels.instances import write_instances
+    from ..wtal.train import filter_baseline, propose_wtal
+
+    ds = load_dataset(args.data)
+    pool = propose_wtal(args.ckpt, ds, args.subset, device=args.device, progress=_progress(),
+                        overrides=_parse_set(args.set))
+    write_instances(args.out, pool, ds.classes, with_weight=False)
+    n = sum(len(d) for d in pool.values())
+    log.info(f"wtal propose: {n} proposals on {len(pool)} videos -> {args.out}")
+    if args.baseline_out:
+        base = filter_baseline(pool, conf=args.baseline_conf, nms=args.baseline_nms)
+        write_instances(args.baseline_out, base, ds.classes)
+        log.info(f"wtal propose: baseline labels (conf > {args.baseline_conf}, NMS {args.baseline_nms}): "
+                 f"{sum(len(d) for d in base.values())} instances -> {args.baseline_out}")
+    return 0
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("wtal", help="weakly-supervised base model (ASM-Loc base): train, predict, propose",
+                       description="Stage 1: the WTAL base model trained from video-level labels only.")
+    wsub = p.add_subparsers(dest="wtal_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+    def common(q, ckpt: bool):
+        q.add_argument("--data", required=True, type=Path, help="dataset directory (holds dataset.json)")
+        if ckpt:
+            q.add_argument("--ckpt", required=True, type=Path, help="WTAL checkpoint (W/wtal.pt)")
+        q.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+        q.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a WTAL config option (repeatable), e.g. --set hidden_dim=512")
+        q.add_argument("--threads", type=int, default=None,
+                       help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)")
+
+    t = wsub.add_parser("train", help="train on the training subset's video-level labels",
+                        description="Train the WTAL base model. Writes W/wtal.pt (selected epoch) and "
+                                    "W/last.pt (latest epoch, for --resume).")
+    common(t, ckpt=False)
+    t.add_argument("--out", required=True, type=Path, help="output directory W")
+    t.add_argument("--preset", default="cpu", choices=["cpu", "paper"], help="config preset (default cpu)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--val-fraction", type=float, default=0.1,
+                   help="fraction of training videos held out to select the epoch (default 0.1)")
+    t.add_argument("--resume", action="store_true", help="continue from W/last.pt")
+    t.add_argument("--epochs", type=int, default=None, help="override the preset's epoch count")
+    t.set_defaults(func=_train)
+
+    pr = wsub.add_parser("predict", help="detections (post-NMS) in ActivityNet result format",
+                         description="Detections on a subset (default: the test subset), for `noco eval`.")
+    common(pr, ckpt=True)
+    pr.add_argument("--out", required=True, type=Path, help="output result file P.json")
+    pr.add_argument("--subset", default=None, help="subset to predict (default: the dataset's test subset)")
+    pr.set_defaults(func=_predict)
+
+    po = wsub.add_parser("propose", help="dense pre-NMS proposal pool O on the training subset",
+                         description="The dense proposal pool (pre-NMS, restricted to each video's known "
+                                     "classes) that CALA consumes; scores are confidences in [0, 1].")
+    common(po, ckpt=True)
+    po.add_argument("--out", required=True, type=Path, help="output pool file O.json")
+    po.add_argument("--subset", default=None, help="subset (default: the dataset's training subset)")
+    po.add_argument("--baseline-out", type=Path, default=None,
+                    help="also write the baseline labels (row a: conf > 0.5 after NMS) to this file")
+    po.add_argument("--baseline-conf", type=float, default=0.5)
+    po.add_argument("--baseline-nms", type=float, default=0.45)
+    po.set_defaults(func=_propose)
