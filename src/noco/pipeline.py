@@ -199,6 +199,21 @@ class Pipeline:
     def _mark(self, path: Path, key: Any) -> None:
         atomic_write_json(path.with_name(path.name + ".meta.json"), {"fingerprint": _fingerprint(key)})
 
+    def _prepare(self, stage_dir: Path, key: Any) -> Path:
+        """A training stage's folder; emptied first when it holds a run of another configuration (so
+        ``resume`` only ever continues the same configuration)."""
+        import shutil
+
+        tag = stage_dir / "stage.json"
+        fp = _fingerprint(key)
+        if stage_dir.exists() and (not tag.is_file() or read_json(tag, "stage tag").get("fingerprint") != fp):
+            if any(stage_dir.iterdir()):
+                log.warning(f"noco: {stage_dir} holds a run of another configuration; starting it again")
+            shutil.rmtree(stage_dir)
+        check_writable_dir(stage_dir)
+        atomic_write_json(tag, {"fingerprint": fp})
+        return stage_dir
+
     def _timed(self, name: str, t0: float) -> None:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
@@ -215,7 +230,8 @@ class Pipeline:
             return ck
         t0 = time.perf_counter()
         log.info("noco: [stage 1] training the WTAL base model from video-level labels")
-        path = train_wtal(self.ds, self.cfg.wtal, self.sdir / "wtal", device=self.device, seed=self.seed,
+        wdir = self._prepare(self.sdir / "wtal", self.wtal_key())
+        path = train_wtal(self.ds, self.cfg.wtal, wdir, device=self.device, seed=self.seed,
                           val_fraction=self.cfg.val_fraction, resume=True)
         if Path(path) != ck:
             raise NocoError(f"internal: WTAL checkpoint expected at {ck}, got {path}")
@@ -300,8 +316,8 @@ class Pipeline:
         key = self.row_key(row)
         if self._cached(done, key):
             return done
-        check_writable_dir(rdir)
         initial = self.label_set(spec["labels"])
+        self._prepare(rdir / "train", key)
         t0 = time.perf_counter()
         if "teacher" not in spec:
             log.info(f"noco: [stage 2] training TriDet for row {row} on {len(initial)} videos' labels")

@@ -223,7 +223,7 @@ def train_wtal(
     val_fraction: float = 0.1,
     *,
     resume: bool | str = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Path:
     """Train the WTAL base model on ``dataset.weak(dataset.train_subset)``; returns the path of the
     selected checkpoint (``out_dir/wtal.pt``).
@@ -311,6 +311,10 @@ def _train_wtal(dataset, cfg: WtalConfig, out_dir, device, seed: int, val_fracti
 
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     bar = None
+    if progress is None:
+        from ..data.dataset import _stderr_is_tty
+
+        progress = _stderr_is_tty()
     if progress and start_epoch < cfg.epochs:
         from tqdm import tqdm
 
