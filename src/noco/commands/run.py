@@ -71,6 +71,9 @@ def cmd_run(args) -> int:
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["stage_seconds"] = {k: round(v, 1) for k, v in pipe.timings.items()}
     atomic_write_json(out / "report.json", report, indent=1)
+    from ..viz import write_run_report_safely
+
+    write_run_report_safely(out, dataset=ds, seed=args.seed, row=args.ablation)
     table = results_table(collect_metrics(out))
     note = ("\n(thumos14-sim: real THUMOS14 annotations with SIMULATED features; numbers are not comparable "
             "to real THUMOS14 results)" if "sim" in str(ds.root) else "")
@@ -108,5 +111,8 @@ def cmd_ablate(args) -> int:
               f"label columns: quality of the training labels each row ends on (frame mIoU %, mean boundary "
               f"error s, recall of GT < 2 s at tIoU 0.5 %, merge rate %). {time.perf_counter() - t0:.0f} s.\n\n")
     atomic_write_text(out / "ablation.md", header + table + "\n")
+    from ..viz import write_run_report_safely
+
+    write_run_report_safely(out, dataset=ds, seeds=range(args.seeds), rows=rows, seed=0)
     print(header + table)
     return 0
