@@ -11,7 +11,7 @@ import sys
 from . import __version__
 from .errors import NocoError
 
-COMMANDS = ["synth", "eval", "wtal", "detector", "run", "infer"]
+COMMANDS = ["synth", "eval", "wtal", "detector", "run", "infer", "bench", "viz"]
 
 
 def build_parser() -> argparse.ArgumentParser:
