@@ -407,7 +407,7 @@ def test_cli_errors_are_one_line(tiny, tmp_path, capsys):
     p = str(tmp_path / "missing.json")
     cases = [
         (["--predictions", p], "not found"),
-        (["--predictions", str(bad), "--subset", "Test"], None),  # foreign video only: warning, mAP 0
+        (["--predictions", str(bad), "--subset", "Test"], "another dataset"),  # foreign video only
         (["--predictions", p, "--tiou", "0.1:x"], "--tiou"),
         (["--labels", p, "--tiou", "0.5"], "--predictions only"),
         (["--predictions", p, "--subset", "nope"], "no subset"),

@@ -27,3 +27,10 @@ class DataError(NocoError):
             if more:
                 msg += f"\n  ... and {more} more"
         super().__init__(msg)
+
+
+class OutputError(NocoError, OSError):
+    """An output file could not be written (a directory in its place, no permission, disk full).
+
+    Also an ``OSError``, so code that catches ``OSError`` around a write keeps working.
+    """

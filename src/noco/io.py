@@ -5,18 +5,25 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, NocoError
+from .errors import DataError, NocoError, OutputError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temp file in the same folder + rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise OutputError(f"{path}: cannot write the output file: a directory has this name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write the output file ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -24,11 +31,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and not isinstance(e, NocoError):
+            raise OutputError(f"{path}: cannot write the output file ({e.strerror or e})") from None
         raise
     return path
 
@@ -90,15 +99,35 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict:
     if not path.is_file():
         raise NocoError(f"{path}: checkpoint not found")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a user-facing refusal
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise NocoError(
-            f"{path}: not a loadable noco checkpoint (refused by weights_only loading: {first[:200]})"
+            f"{path}: not a loadable noco checkpoint (refused by weights_only=True loading, which runs no "
+            f"code from the file: {_load_failure(e)})"
         ) from None
     if not isinstance(obj, dict):
         raise NocoError(f"{path}: not a noco checkpoint (expected a dict, found {type(obj).__name__})")
     return obj
+
+
+# torch's weights_only refusal wraps the reason in advice that does not apply here (in particular
+# to retry with weights_only=False): keep only the reason.
+_TORCH_ADVICE = ("weights only load failed", "please file an issue", "check the documentation", "(1)", "(2)",
+                 "re-running", "in pytorch 2.6")
+
+
+def _load_failure(e: Exception) -> str:
+    text = str(e)
+    m = re.search(r"GLOBAL ([\w.]+)", text)
+    if m:
+        return (f"it holds Python objects ({m.group(1)}), not only tensors, dicts, lists, numbers and "
+                f"strings")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    reasons = [ln for ln in lines if not ln.lower().startswith(_TORCH_ADVICE)]
+    reason = (reasons or [type(e).__name__])[0].split(". ")[0]
+    return reason[:200].rstrip(".")
 
 
 def check_writable_dir(path: str | os.PathLike, min_free_mb: int = 50) -> Path:

@@ -104,6 +104,8 @@ def _write_json(path: str, obj) -> None:
 
     try:
         atomic_write_json(path, obj, indent=1)
+    except NocoError:  # noco.errors.OutputError: already names the file and the problem
+        raise
     except OSError as e:
         raise NocoError(f"{path}: cannot write results ({e.strerror or e})") from None
     logging.getLogger("noco").info(f"wrote {path}")
@@ -111,25 +113,44 @@ def _write_json(path: str, obj) -> None:
 
 def run_eval(args) -> int:
     from ..data.dataset import load_dataset
-    from ..labels.instances import read_instances
 
     log = logging.getLogger("noco")
     if args.labels and args.tiou:
         raise NocoError("--tiou applies to --predictions only (label quality uses tIoU 0.3 and 0.5)")
     tiou = parse_tiou(args.tiou if args.tiou is not None else DEFAULT_TIOU) if args.predictions else None
-    ds = load_dataset(args.data)
+    ds = load_dataset(args.data)  # before importing torch (via instances): bad data fails fast
+    from ..labels.instances import read_instances
+
     subset = args.subset or (ds.test_subset if args.predictions else ds.train_subset)
     videos = ds.subset(subset)
     ids = [v.id for v in videos]
     gt = ds.ground_truth(subset)
     path = args.predictions or args.labels
     kind = "predictions file" if args.predictions else "labels file"
-    dets = read_instances(path, ds.classes, require_score=bool(args.predictions), videos=ids, what=kind, warn=log.warning)
-    if not dets:
-        log.warning(f"{path}: no entries for any video of subset {subset!r}")
+    stats: dict = {}
+    warnings: list[str] = []  # shown only when the file is for this dataset (else: one error line)
+    dets = read_instances(path, ds.classes, require_score=bool(args.predictions), videos=ids, what=kind,
+                          warn=warnings.append, stats=stats)
+    check_same_dataset(path, kind, ds, subset, ids, dets, stats)
+    for w in warnings:
+        log.warning(w)
     if args.predictions:
         return _report_detection(args, ds, subset, gt, dets, tiou)
     return _report_labels(args, ds, subset, videos, gt, dets)
+
+
+def check_same_dataset(path, kind: str, ds, subset: str, ids: list[str], dets: dict, stats: dict) -> None:
+    """A file that names none of the subset's videos, or whose every label is outside the class
+    list, was made for another dataset (or subset): scoring it would print a meaningless mAP 0."""
+    if ids and not dets:
+        n = stats.get("videos_in_file", 0)
+        found = f"none of the {n} videos of this {kind} is" if n else f"this {kind} lists no video; none is"
+        raise NocoError(f"{path}: {found} in subset {subset!r} of dataset {ds.root} ({len(ids)} videos, e.g. "
+                        f"{ids[0]!r}): a file for another dataset or subset? (--subset picks the subset)")
+    n_lab, n_unknown = stats.get("entries", 0), stats.get("unknown_labels", 0)
+    if n_lab and n_unknown == n_lab:
+        raise NocoError(f"{path}: none of the {n_lab} labels of this {kind} is a class of dataset {ds.root} "
+                        f"({ds.num_classes} classes, e.g. {ds.classes[0]!r}): a file for another dataset?")
 
 
 def _report_detection(args, ds, subset, gt, dets, tiou) -> int:

@@ -46,8 +46,8 @@ def _setup(args):
     from ..io import atomic_write_json, check_writable_dir
     from ..pipeline import make_pipeline_config, resolve_data
 
-    out = check_writable_dir(args.out)
     cfg = make_pipeline_config(args.preset, args.sets, val_fraction=args.val_fraction)
+    out = check_writable_dir(args.out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     data_dir = resolve_data(args.data, out)
     ds = load_dataset(data_dir)

@@ -14,9 +14,11 @@ from ..errors import NocoError
 log = logging.getLogger("noco")
 
 
-def register(sub) -> None:
-    from ..viz import DEFAULT_MIN_SCORE, DEFAULT_POOL_TOP, DEFAULT_TOP
+# defaults of noco.viz (not imported here: it imports torch, which would slow every noco command)
+DEFAULT_MIN_SCORE, DEFAULT_TOP, DEFAULT_POOL_TOP = 0.3, 50, 300
 
+
+def register(sub) -> None:
     p = sub.add_parser(
         "viz", help="draw one video's timelines (ground truth, labels, predictions, a run's stages) as a PNG",
         description="One horizontal timeline per source for one video, one colour per class, x in seconds: "

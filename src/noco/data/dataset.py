@@ -538,7 +538,8 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
                                     f"differs from {feat_dim} (used by {count[feat_dim]} videos)")
 
     if problems:
-        raise DataError(problems, header=f"{root}: invalid dataset ({len(problems)} problems)")
+        n = len(problems)
+        raise DataError(problems, header=f"{root}: invalid dataset" + (f" ({n} problems)" if n > 1 else ""))
 
     # ---- instances: drop zero-length, clip to [0, duration], drop emptied
     stats = {"videos_ignored": ignored, "instances_zero_length_dropped": 0, "instances_clipped": 0,

@@ -93,12 +93,15 @@ def read_instances(
     videos: Iterable[str] | None = None,
     what: str = "predictions file",
     warn=None,
+    stats: dict | None = None,
 ) -> dict[str, Instances]:
     """Read an ActivityNet result file into ``{video_id: Instances}``.
 
     Malformed entries raise one DataError listing every problem. Labels outside ``classes`` and
     videos outside ``videos`` (when given) are dropped, with one warning that counts them
-    (``warn`` is a callable taking a message; default: the ``noco`` logger).
+    (``warn`` is a callable taking a message; default: the ``noco`` logger). A ``stats`` dict,
+    when given, receives the counts ``videos_in_file``, ``unknown_videos``, ``entries`` (in the
+    kept videos) and ``unknown_labels``, so that callers can tell a file for another dataset.
     """
     import logging
 
@@ -112,6 +115,7 @@ def read_instances(
     problems: list[str] = []
     unknown_labels = 0
     unknown_videos = 0
+    entries = 0
     out: dict[str, Instances] = {}
     for vid, items in obj["results"].items():
         if keep_videos is not None and vid not in keep_videos:
@@ -120,6 +124,7 @@ def read_instances(
         if not isinstance(items, list):
             problems.append(f"{path}: video {vid}: expected a list of detections, found {type(items).__name__}")
             continue
+        entries += len(items)
         segs, labs, scs, wts = [], [], [], []
         for k, d in enumerate(items):
             where = f"{path}: video {vid}, entry {k}"
@@ -166,6 +171,9 @@ def read_instances(
         )
     if problems:
         raise DataError(problems, header=f"{path}: malformed {what}")
+    if stats is not None:
+        stats.update(videos_in_file=len(obj["results"]), unknown_videos=unknown_videos, entries=entries,
+                     unknown_labels=unknown_labels)
     if unknown_labels:
         warn(f"{path}: ignored {unknown_labels} detections whose label is not in the class list")
     if unknown_videos:

@@ -128,7 +128,10 @@ def make_config(preset: str | None = "cpu", overrides: dict[str, Any] | None = N
     names = {f.name: f for f in fields(WtalConfig)}
     for k, v in (overrides or {}).items():
         if k not in names:
-            raise NocoError(f"unknown WTAL config option {k!r}")
+            import difflib
+
+            close = difflib.get_close_matches(str(k), list(names), n=1)
+            raise NocoError(f"unknown WTAL config option {k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         values[k] = v
     kwargs = {}
     for k, v in values.items():
