@@ -1,0 +1,386 @@
+"""Training TriDet from (weighted) instance labels: the oracle, rows a/b, teacher pre-training and,
+through a LabelSource, NoCo's online correction (DESIGN.md "Detector training").
+
+Randomness is a function of ``(seed, step, position in the global batch)`` (epoch order of
+``(seed, epoch)``), so a resumed run replays exactly what an uninterrupted one does, and a
+distributed run sees the same augmentations as a single process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..correction.teacher import EMATeacher
+from ..data.grid import sec_to_grid
+from ..errors import DataError, NocoError
+from ..io import atomic_save_torch, check_writable_dir, load_checkpoint
+from ..labels.instances import Instances
+from .assign import assign_labels
+from .config import DetectorConfig
+from .infer import detect, downsample_features, effective_grid, padded_length, video_meta
+from .loss import detection_loss
+from .model import TriDet
+
+log = logging.getLogger("noco")
+
+CHECKPOINT = "checkpoint.pt"
+_TRUNC_TRIALS = 200
+
+
+class LabelSource(Protocol):
+    def labels_for(self, video_ids: list[str], step: int) -> list[Instances]: ...
+    def after_step(self, model: nn.Module, step: int) -> None: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, d: dict) -> None: ...
+
+
+class StaticLabels:
+    """Fixed labels ``{video_id: Instances}`` (seconds); a video without an entry has no instances."""
+
+    def __init__(self, labels: Mapping[str, Instances]):
+        self.labels = dict(labels)
+
+    def labels_for(self, video_ids: list[str], step: int) -> list[Instances]:
+        return [self.labels.get(v, Instances.empty()) for v in video_ids]
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, d: dict) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------- schedule and optimizer
+def learning_rate(cfg: DetectorConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up over ``warmup_epochs`` then cosine to ``eta_min``, per iteration."""
+    warm = cfg.warmup_epochs * steps_per_epoch
+    total = cfg.epochs * steps_per_epoch
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    frac = (step - warm) / max(1, total - warm)
+    return cfg.eta_min + (cfg.lr - cfg.eta_min) * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
+
+
+def make_optimizer(model: nn.Module, cfg: DetectorConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay only on convolution weights (not on biases, norms, scales)."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            (decay if isinstance(module, nn.Conv1d) and name == "weight" else no_decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+
+# ---------------------------------------------------------------------- randomness
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _generator(*parts: int) -> torch.Generator:
+    return torch.Generator().manual_seed(_seed(*parts))
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(d: dict) -> None:
+    torch.set_rng_state(d["torch"])
+    n = d["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = d["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if d.get("cuda") and torch.cuda.is_available() and len(d["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(d["cuda"])
+
+
+# ---------------------------------------------------------------------- samples
+def check_labels(ins: Instances, video_id: str, num_classes: int) -> None:
+    """Labels handed to training must be sane; every problem names the video and field."""
+    p = []
+    if not torch.isfinite(ins.segments).all():
+        p.append(f"video {video_id}: field 'segment' has non-finite values")
+    elif (ins.segments[:, 1] < ins.segments[:, 0]).any():
+        p.append(f"video {video_id}: field 'segment' has instances that end before they start")
+    if len(ins) and (ins.labels.min() < 0 or ins.labels.max() >= num_classes):
+        p.append(f"video {video_id}: field 'label' outside [0, {num_classes})")
+    if not torch.isfinite(ins.weights).all() or (ins.weights < 0).any():
+        p.append(f"video {video_id}: field 'weight' must be finite and non-negative")
+    if p:
+        raise DataError(p, header="invalid training labels")
+
+
+def make_sample(dataset, video, ins: Instances, cfg: DetectorConfig, gen: torch.Generator | None,
+                hpm: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training sample: features ``[D, T]`` and instances on the (down-sampled) grid.
+
+    With ``gen``: random crop to a ratio in ``crop_ratio`` of the length, truncation of longer
+    videos to ``max_seq_len`` at a start that keeps at least one instance with ``>= trunc_thresh``
+    of it inside (clipped), Gaussian input noise. ``gen=None``: the whole video, no noise.
+    Returns ``(x, segments [N, 2], labels [N], weights [N])``.
+    """
+    d = cfg.input_downsample
+    stride, frames = effective_grid(dataset.feat_stride, dataset.num_frames, d)
+    segs = sec_to_grid(ins.segments.double(), video.fps, stride, frames).float()
+    labels = ins.labels
+    weights = ins.weights if hpm else torch.ones(len(ins))
+    raw = dataset.features(video.id)
+    total = math.ceil(raw.shape[0] / d)
+    length = total
+    if gen is not None:
+        if total > cfg.max_seq_len:
+            length = cfg.max_seq_len
+        elif cfg.crop_ratio:
+            lo = max(round(cfg.crop_ratio[0] * total), 1)
+            hi = min(round(cfg.crop_ratio[1] * total), total)
+            length = int(torch.randint(lo, hi + 1, (1,), generator=gen))
+    if length < total:
+        offset = 0.5 * frames / stride
+        starts = torch.randint(0, total - length + 1, (_TRUNC_TRIALS,), generator=gen).float()
+        left = torch.maximum(starts[:, None] - offset, segs[None, :, 0])
+        right = torch.minimum(starts[:, None] + length + offset, segs[None, :, 1])
+        inter = (right - left).clamp(min=0)
+        ratio = inter / (segs[:, 1] - segs[:, 0]).clamp(min=1e-6)
+        good = (ratio >= cfg.trunc_thresh).any(dim=1)
+        trial = int(torch.nonzero(good)[0]) if bool(good.any()) else _TRUNC_TRIALS - 1
+        st = int(starts[trial])
+        keep = ratio[trial] >= cfg.trunc_thresh
+        segs = torch.stack((left[trial], right[trial]), dim=1)[keep] - st
+        labels, weights = labels[keep], weights[keep]
+    else:
+        st = 0
+    x = torch.from_numpy(np.array(raw[st * d:(st + length) * d], dtype=np.float32))
+    x = downsample_features(x, d)
+    if gen is not None and cfg.input_noise > 0:
+        x = x + cfg.input_noise * torch.randn(x.shape, generator=gen)
+    return x.T.contiguous(), segs, labels, weights
+
+
+def collate(xs: Sequence[torch.Tensor], cfg: DetectorConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    length = padded_length(max(x.shape[1] for x in xs), cfg, training=True)
+    batch = xs[0].new_zeros(len(xs), xs[0].shape[0], length)
+    mask = torch.zeros(len(xs), length, dtype=torch.bool)
+    for i, x in enumerate(xs):
+        batch[i, :, : x.shape[1]] = x
+        mask[i, : x.shape[1]] = True
+    return batch, mask
+
+
+# ---------------------------------------------------------------------- distributed
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    return world, rank, local
+
+
+def _init_distributed(device: str) -> tuple[int, int, torch.device]:
+    world, rank, local = _dist_info()
+    dev = torch.device(device)
+    if world > 1:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local)
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return world, rank, dev
+
+
+# ---------------------------------------------------------------------- training
+def _load_init(model: TriDet, init: str | Path, dataset) -> None:
+    ckpt = load_checkpoint(init)
+    if "dataset" in ckpt:
+        dataset.check_settings(ckpt["dataset"], what=f"initial checkpoint {init}")
+    weights = ckpt.get("ema", ckpt.get("model"))
+    if not isinstance(weights, Mapping):
+        raise NocoError(f"{init}: not a detector checkpoint (no 'ema' or 'model' weights)")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise NocoError(f"{init}: its weights do not fit this detector config: {str(e).splitlines()[0]}") from None
+
+
+def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_dir: str | Path, *,
+                   init: str | Path | None = None, device: str = "cpu", seed: int = 0, resume: bool = False,
+                   val_fraction: float = 0.0, hpm: bool = True, log_every: int = 50) -> Path:
+    """Train TriDet on the dataset's training subset with labels from ``label_source``.
+
+    ``cfg.input_dim``/``num_classes`` are taken from the dataset. ``init``: a checkpoint whose
+    (EMA) weights initialise the model. ``resume``: continue from ``out_dir/checkpoint.pt`` if it
+    exists. ``val_fraction``: hold out that fraction of the training videos and log the EMA model's
+    mAP on them against their labels (as given by ``label_source`` before training) every epoch.
+    ``hpm=False``: every instance weight is 1. Under ``torchrun`` (``WORLD_SIZE`` > 1) trains with
+    DistributedDataParallel; ``cfg.batch_size`` is per process. Returns the checkpoint path.
+    """
+    cfg = dataclasses.replace(cfg, input_dim=dataset.feat_dim, num_classes=dataset.num_classes).validate()
+    if not 0.0 <= val_fraction < 1.0:
+        raise NocoError(f"val_fraction must be in [0, 1), found {val_fraction}")
+    world, rank, dev = _init_distributed(device)
+    out_dir = Path(out_dir)
+    if rank == 0:
+        check_writable_dir(out_dir)
+    ckpt_path = out_dir / CHECKPOINT
+
+    videos = dataset.subset(dataset.train_subset)
+    val_videos: list = []
+    if val_fraction > 0:
+        perm = torch.randperm(len(videos), generator=_generator(seed, 7))
+        n_val = max(1, round(val_fraction * len(videos)))
+        val_set = set(perm[:n_val].tolist())
+        val_videos = [v for i, v in enumerate(videos) if i in val_set]
+        videos = [v for i, v in enumerate(videos) if i not in val_set]
+    if not videos:
+        raise NocoError(f"{dataset.root}: no training videos in subset {dataset.train_subset!r}")
+    val_labels = dict(zip([v.id for v in val_videos], label_source.labels_for([v.id for v in val_videos], 0))) \
+        if val_videos else {}
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    model = TriDet(cfg)
+    if init is not None:
+        _load_init(model, init, dataset)
+    model.to(dev)
+    optimizer = make_optimizer(model, cfg)
+    ema = EMATeacher(model, cfg.ema_decay)
+    global_batch = cfg.batch_size * world
+    steps_per_epoch = max(1, len(videos) // global_batch)
+    step, start_epoch, norm = 0, 0, float(cfg.loss_norm_init)
+    history: list[dict] = []
+
+    if resume and ckpt_path.is_file():
+        ck = load_checkpoint(ckpt_path, map_location=str(dev))
+        if ck.get("config") != cfg.to_dict():
+            diff = sorted(k for k, v in cfg.to_dict().items() if (ck.get("config") or {}).get(k) != v)
+            raise NocoError(f"{ckpt_path}: cannot resume with a different config (differs in: {', '.join(diff)})")
+        run = {"world_size": world, "seed": seed, "hpm": hpm, "val_fraction": val_fraction}
+        diff = [f"{k} {ck.get(k)!r} (now {v!r})" for k, v in run.items() if ck.get(k) != v]
+        if diff:
+            raise NocoError(f"{ckpt_path}: cannot resume with different run settings: checkpoint has {', '.join(diff)}")
+        dataset.check_settings(ck["dataset"], what=f"checkpoint {ckpt_path}")
+        model.load_state_dict(ck["model"])
+        ema.module.load_state_dict(ck["ema"])
+        optimizer.load_state_dict(ck["optimizer"])
+        label_source.load_state_dict(ck["label_source"])
+        step, start_epoch, norm = int(ck["step"]), int(ck["epoch"]), float(ck["loss_norm"])
+        history = list(ck.get("history", []))
+        _set_rng_state(ck["rng"])
+        if rank == 0:
+            log.info("%s: resuming after epoch %d (step %d)", ckpt_path, start_epoch, step)
+    elif resume and rank == 0:
+        log.info("%s: no checkpoint to resume from, starting from scratch", ckpt_path)
+
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    model.train()
+    if rank == 0:
+        n_par = sum(p.numel() for p in model.parameters())
+        log.info("detector: %d parameters, %d training videos, %d steps/epoch x %d epochs (global batch %d)",
+                 n_par, len(videos), steps_per_epoch, cfg.epochs, global_batch)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        order = torch.randperm(len(videos), generator=_generator(seed, 1, epoch))
+        t_epoch, loss_sum, n_steps = time.time(), 0.0, 0
+        for it in range(steps_per_epoch):
+            slots = torch.arange(it * global_batch, (it + 1) * global_batch)[rank * cfg.batch_size:
+                                                                              (rank + 1) * cfg.batch_size]
+            batch_videos = [videos[int(order[int(k) % len(videos)])] for k in slots]
+            ids = [v.id for v in batch_videos]
+            labels = label_source.labels_for(ids, step)
+            if len(labels) != len(ids):
+                raise NocoError(f"label source returned {len(labels)} label sets for {len(ids)} videos")
+            samples = []
+            for slot, v, ins in zip(slots.tolist(), batch_videos, labels):
+                check_labels(ins, v.id, cfg.num_classes)
+                samples.append(make_sample(dataset, v, ins.to("cpu"), cfg, _generator(seed, 2, step, slot), hpm))
+            x, mask = collate([s[0] for s in samples], cfg)
+            x, mask = x.to(dev), mask.to(dev)
+            torch.manual_seed(_seed(seed, 3, step, rank))  # drop-path
+            out = net(x, mask)
+            targets = [assign_labels(out["points"], s[1].to(dev), s[2].to(dev), s[3].to(dev), cfg.num_classes,
+                                     cfg.center_sample_radius, out["mask"][i]) for i, s in enumerate(samples)]
+            cls_t, reg_t, w_t = (torch.stack(t) for t in zip(*targets))
+            focal, diou, num_pos = detection_loss(out, cls_t, reg_t, w_t, alpha=cfg.focal_alpha,
+                                                  gamma=cfg.focal_gamma, iou_power=cfg.iou_weight_power)
+            if world > 1:
+                n = torch.tensor([float(num_pos)], device=dev)
+                dist.all_reduce(n)
+                num_pos = int(n.item())
+            m = cfg.loss_norm_momentum
+            norm = m * norm + (1 - m) * max(num_pos, 1)
+            loss = (focal + cfg.reg_loss_weight * diou) / norm
+            lr = learning_rate(cfg, step, steps_per_epoch)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            (loss * world).backward()  # DDP averages gradients; the sums are over the global batch
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            ema.update(model)
+            label_source.after_step(model, step)
+            step += 1
+            loss_v = float(loss.detach())
+            if not math.isfinite(loss_v):
+                raise NocoError(f"detector training diverged at step {step} (loss {loss_v}); "
+                                f"lower the learning rate (now {cfg.lr})")
+            loss_sum += loss_v
+            n_steps += 1
+            if rank == 0 and log_every and step % log_every == 0:
+                log.info("epoch %d step %d: loss %.4f (cls %.4f, reg %.4f) lr %.2e, %d positives, %.2f s/step",
+                         epoch + 1, step, loss_v, float(focal.detach()) / norm, float(diou.detach()) / norm, lr, num_pos,
+                         (time.time() - t_epoch) / n_steps)
+        record = {"epoch": epoch + 1, "loss": loss_sum / max(n_steps, 1), "seconds": time.time() - t_epoch}
+        if val_videos and rank == 0:
+            record["val_map"] = _validate(ema.module, dataset, val_videos, val_labels)
+        history.append(record)
+        if rank == 0:
+            log.info("epoch %d/%d: mean loss %.4f, %.1f s%s", epoch + 1, cfg.epochs, record["loss"],
+                     record["seconds"], f", val mAP {record['val_map']:.4f}" if "val_map" in record else "")
+            atomic_save_torch(ckpt_path, {
+                "config": cfg.to_dict(), "dataset": dataset.settings(), "classes": list(dataset.classes),
+                "model": model.state_dict(), "ema": ema.module.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": {"steps_per_epoch": steps_per_epoch, "last_step": step, "last_lr": lr},
+                "epoch": epoch + 1, "step": step, "loss_norm": norm, "rng": _rng_state(),
+                "label_source": label_source.state_dict(), "seed": seed, "hpm": hpm, "world_size": world,
+                "val_fraction": val_fraction, "history": history,
+            })
+        if world > 1:
+            dist.barrier()
+    return ckpt_path
+
+
+def _validate(model: TriDet, dataset, videos, labels: Mapping[str, Instances]) -> float:
+    """mAP (tIoU 0.3:0.7) of ``model`` on held-out training videos against ``labels``."""
+    from ..eval.detection import evaluate
+
+    preds = {v.id: detect(model, dataset.features_tensor(v.id), video_meta(dataset, v)) for v in videos}
+    res = evaluate(labels, preds, dataset.num_classes, [0.3, 0.4, 0.5, 0.6, 0.7])
+    return float(res["average"])
