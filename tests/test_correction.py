@@ -230,8 +230,8 @@ def test_ema_teacher_half_step_and_isolation():
 def test_config_defaults_and_validation():
     c = CorrectionConfig()
     assert (c.cala_conf, c.cala_nms, c.cala_iou) == (0.5, 0.45, 0.6)
-    assert (c.aic_iou, c.aic_conf, c.aic_lam, c.aic_beta) == (0.6, 0.4, 1.0, 0.7)
-    assert (c.mic_conf, c.mic_nms, c.mic_iou, c.alpha) == (0.6, 0.4, 0.2, 0.999)
+    assert (c.aic_iou, c.aic_conf, c.aic_lam, c.aic_beta) == (0.6, 0.2, 1.0, 0.7)
+    assert (c.mic_conf, c.mic_nms, c.mic_iou, c.alpha) == (0.3, 0.4, 0.2, 0.999)
     assert make_config("paper").alpha == 0.999
     c = make_config("cpu", {"refresh": "5", "use_mic": "false", "aic_lam": 2, "mode": "replace"})
     assert c.refresh_every == 5 and c.use_mic is False and c.aic_lam == 2.0 and c.mode == "replace"
@@ -272,10 +272,11 @@ TABLE = {"v1": TEACHER, "v2": MIC_TEACHER, "v3": mk([(1, 2, 0, 0.99), (5, 9, 0, 
 
 def test_online_correction_corrects_the_batch_videos():
     det = FakeDetector(TABLE)
-    oc = OnlineCorrection(INITIAL, _teacher_model(), det, cfg=CorrectionConfig(alpha=0.5))
+    cfg = CorrectionConfig(alpha=0.5, aic_conf=0.4, mic_conf=0.6)  # the hand-computed case uses NOCO.md's values
+    oc = OnlineCorrection(INITIAL, _teacher_model(), det, cfg=cfg)
     out = oc.labels_for(["v1", "v2"], step=0)
     assert det.calls == ["v1", "v2"]
-    exp1 = mic(aic(LABELS, TEACHER), TEACHER)
+    exp1 = mic(aic(LABELS, TEACHER, **cfg.aic_kwargs()), TEACHER, **cfg.mic_kwargs())
     assert torch.allclose(out[0].segments, exp1.segments) and torch.allclose(out[0].weights, exp1.weights)
     assert out[0].segments[0].tolist() == pytest.approx([29.05 / 2.725, 79.275 / 2.725], abs=1e-5)
     assert len(out[1]) == 4  # MIC added two
@@ -338,7 +339,7 @@ def test_replace_mode_and_features_fn():
         seen.append((vid, feats.dtype, tuple(feats.shape)))
         return TABLE[vid] if vid != "v2" else mk([(3, 4, 0, 0.2)])
 
-    cfg = make_config("cpu", {"mode": "replace"})
+    cfg = make_config("cpu", {"mode": "replace", "replace_conf": 0.5})
     oc = OnlineCorrection(INITIAL, _teacher_model(), detect, features_fn=lambda v: torch.zeros(7, 5, dtype=torch.float64), cfg=cfg)
     out = oc.labels_for(["v1", "v2"], step=0)
     assert seen == [("v1", torch.float32, (7, 5)), ("v2", torch.float32, (7, 5))]

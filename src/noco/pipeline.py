@@ -277,8 +277,7 @@ class Pipeline:
             return self.ds.ground_truth(self.ds.train_subset)
         path = self.sdir / "labels" / f"{name}.json"
         corr = self.cfg.correction
-        key = {"wtal": self.wtal_key(), "label": name,
-               "cala": corr.cala_kwargs() if name == "b" else {"conf": corr.cala_conf, "nms": corr.cala_nms}}
+        key = self.label_key(name)
         if not self._cached(path, key):
             pool = self.proposal_pool()
             t0 = time.perf_counter()
@@ -294,6 +293,11 @@ class Pipeline:
             self._timed(f"labels_{name}", t0)
         return read_instances(path, self.ds.classes)
 
+    def label_key(self, name: str) -> dict:
+        corr = self.cfg.correction
+        return {"wtal": self.wtal_key(), "label": name,
+                "cala": corr.cala_kwargs() if name == "b" else {"conf": corr.cala_conf, "nms": corr.cala_nms}}
+
     # ---- stage 2/3: one detector per row
     def row_key(self, row: str) -> dict:
         spec = ROW_SPEC[row]
@@ -301,9 +305,10 @@ class Pipeline:
                "detector": dataclasses.asdict(self.cfg.detector)}
         if spec["labels"] != "gt":
             key["wtal"] = self.wtal_key()
-            key["correction"] = dataclasses.asdict(self.cfg.correction)
+            key["labels"] = self.label_key(spec["labels"])
         if "teacher" in spec:
             key["student"] = dataclasses.asdict(self.cfg.student)
+            key["correction"] = dataclasses.asdict(self.cfg.correction)
             key["teacher"] = self.row_key(spec["teacher"])
         return key
 
