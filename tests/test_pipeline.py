@@ -48,3 +48,35 @@ def test_run_rejects_unknown_set_key(tiny, tmp_path):
     r = _noco("run", "--data", str(tiny), "--out", str(tmp_path / "W"), "--set", "wtal.epocs=3")
     assert r.returncode == 2
     assert "wtal.epochs" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_external_base_model_proposals(tiny, tmp_path):
+    """Another WTAL method's proposals (ActivityNet result format) replace the built-in base model."""
+    import torch
+
+    from noco.data.dataset import load_dataset
+    from noco.labels.instances import Instances, write_instances
+
+    ds = load_dataset(tiny)
+    gt = ds.ground_truth(ds.train_subset)
+    # a "method" whose proposals are the ground truth widened by 0.5 s, scored 0.9, plus a weak duplicate
+    pool = {}
+    for vid, g in gt.items():
+        wide = g.segments + torch.tensor([-0.5, 0.5])
+        pool[vid] = Instances.cat([Instances.create(wide, g.labels, torch.full((len(g),), 0.9)),
+                                   Instances.create(g.segments, g.labels, torch.full((len(g),), 0.3))])
+    prop = write_instances(tmp_path / "other_method.json", pool, ds.classes, with_weight=False)
+    out = tmp_path / "W"
+    r = _noco("run", "--data", str(tiny), "--out", str(out), "--ablation", "b", "--no-baseline",
+              "--proposals", str(prop), *FAST)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (out / "seed0" / "wtal" / "wtal.pt").exists()  # the built-in base model never trained
+    labels = json.loads((out / "seed0" / "labels" / "b.json").read_text())["results"]
+    n = sum(len(v) for v in labels.values())
+    assert n == sum(len(g) for g in gt.values())
+    # CALA pulled each widened seed toward the exact (lower-scored) proposal: boundaries moved inward
+    vid = next(v for v, g in gt.items() if len(g))
+    got = torch.tensor(sorted(x["segment"] for x in labels[vid]))
+    wide = torch.sort(pool[vid].segments[: len(gt[vid])], dim=0).values
+    assert (got[:, 0] >= wide[:, 0] - 1e-4).all() and (got[:, 1] <= wide[:, 1] + 1e-4).all()
+    assert (got[:, 0] > wide[:, 0] + 1e-3).any() and (got[:, 1] < wide[:, 1] - 1e-3).any()

@@ -177,7 +177,14 @@ def resolve_data(data: str, out: Path) -> Path:
 
 # --------------------------------------------------------------------------- stages
 class Pipeline:
-    def __init__(self, dataset, out: Path, cfg: PipelineConfig, seed: int = 0, device: str = "cpu"):
+    def __init__(self, dataset, out: Path, cfg: PipelineConfig, seed: int = 0, device: str = "cpu",
+                 proposals: Path | None = None, wtal_predictions: Path | None = None):
+        """``proposals`` / ``wtal_predictions``: another WTAL method's training-subset proposal pool
+        and test-subset detections (ActivityNet result format) instead of the built-in base model."""
+        self.proposals = Path(proposals) if proposals else None
+        self.wtal_predictions = Path(wtal_predictions) if wtal_predictions else None
+        if self.wtal_predictions and not self.proposals:
+            raise NocoError("--wtal-predictions needs --proposals (the same method's training proposals)")
         self.ds = dataset
         self.out = Path(out)
         self.cfg = cfg
@@ -218,7 +225,19 @@ class Pipeline:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
     # ---- stage 1: WTAL
+    @property
+    def has_wtal_row(self) -> bool:
+        return self.proposals is None or self.wtal_predictions is not None
+
     def wtal_key(self) -> dict:
+        if self.proposals is not None:
+            import hashlib as _h
+
+            def digest(p):
+                return _h.sha256(p.read_bytes()).hexdigest()[:16] if p else None
+
+            return {"external": digest(self.proposals), "test": digest(self.wtal_predictions),
+                    "data": self.ds.settings()}
         return {"wtal": dataclasses.asdict(self.cfg.wtal), "seed": self.seed, "val": self.cfg.val_fraction,
                 "data": self.ds.settings()}
 
@@ -245,9 +264,13 @@ class Pipeline:
         path = self.sdir / "wtal" / "test.json"
         key = self.wtal_key()
         if not self._cached(path, key):
-            ck = self.wtal_checkpoint()
             t0 = time.perf_counter()
-            dets = predict_wtal(ck, self.ds, self.ds.test_subset, device=self.device)
+            if self.proposals is not None:
+                if self.wtal_predictions is None:
+                    raise NocoError("no WTAL test detections for the external base model (--wtal-predictions)")
+                dets = self._external(self.wtal_predictions, self.ds.test_subset, "WTAL test detections")
+            else:
+                dets = predict_wtal(self.wtal_checkpoint(), self.ds, self.ds.test_subset, device=self.device)
             write_instances(path, dets, self.ds.classes, with_weight=False)
             self._mark(path, key)
             self._timed("wtal_predict", t0)
@@ -259,14 +282,28 @@ class Pipeline:
         path = self.sdir / "wtal" / "pool.json"
         key = self.wtal_key()
         if not self._cached(path, key):
-            ck = self.wtal_checkpoint()
             t0 = time.perf_counter()
-            log.info("noco: [stage 1] dense proposal pool O on the training subset")
-            pool = propose_wtal(ck, self.ds, self.ds.train_subset, device=self.device)
+            if self.proposals is not None:
+                log.info(f"noco: [stage 1] proposal pool O from {self.proposals} (external base model)")
+                pool = self._external(self.proposals, self.ds.train_subset, "proposal pool")
+            else:
+                log.info("noco: [stage 1] dense proposal pool O on the training subset")
+                pool = propose_wtal(self.wtal_checkpoint(), self.ds, self.ds.train_subset, device=self.device)
             write_instances(path, pool, self.ds.classes, with_weight=False)
             self._mark(path, key)
             self._timed("wtal_propose", t0)
         return read_instances(path, self.ds.classes)
+
+    def _external(self, path: Path, subset: str, what: str) -> dict[str, Instances]:
+        ids = [v.id for v in self.ds.subset(subset)]
+        dets = read_instances(path, self.ds.classes, videos=ids, what=what)
+        if not dets:
+            raise NocoError(f"{path}: {what} has none of the {len(ids)} videos of subset {subset!r}")
+        missing = [v for v in ids if v not in dets]
+        if missing:
+            log.warning(f"{path}: {len(missing)} videos of subset {subset!r} have no entry (e.g. {missing[0]}); "
+                        "they get no instances")
+        return {v: dets.get(v, Instances.empty()) for v in ids}
 
     # ---- stage 1b: label sets
     def label_set(self, name: str) -> dict[str, Instances]:
@@ -403,20 +440,11 @@ class Pipeline:
         res = evaluate(gt, preds, self.ds.num_classes, self.cfg.tiou)
         m: dict[str, Any] = {"row": name, "seed": self.seed, "tiou": res["tiou"], "mAP": res["mAP"],
                              "average": res["average"], "averages": named_averages(res["tiou"], res["mAP"])}
-        if name != "wtal":
-            labels = read_instances(mdir / "labels.json", self.ds.classes)
-            train = self.ds.subset(self.ds.train_subset)
-            m["labels"] = label_quality(self.ds.ground_truth(self.ds.train_subset), labels,
-                                        {v.id: v.duration for v in train}, self.ds.num_classes)
-        else:
-            pool = self.proposal_pool()
-            from .labels.cala import baseline_filter_all
-
-            corr = self.cfg.correction
-            labels = baseline_filter_all(pool, conf=corr.cala_conf, nms=corr.cala_nms)
-            train = self.ds.subset(self.ds.train_subset)
-            m["labels"] = label_quality(self.ds.ground_truth(self.ds.train_subset), labels,
-                                        {v.id: v.duration for v in train}, self.ds.num_classes)
+        # the quality of the training labels: what the row trained on (the WTAL row: what it hands on)
+        labels = self.label_set("a") if name == "wtal" else read_instances(mdir / "labels.json", self.ds.classes)
+        train = self.ds.subset(self.ds.train_subset)
+        m["labels"] = label_quality(self.ds.ground_truth(self.ds.train_subset), labels,
+                                    {v.id: v.duration for v in train}, self.ds.num_classes)
         atomic_write_json(path, m, indent=1)
         self._mark(path, key)
         return m

@@ -19,6 +19,11 @@ def _common(p) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="fraction of training videos held out for epoch/threshold choices (never the test subset)")
+    p.add_argument("--proposals", type=Path, default=None,
+                   help="use another WTAL method's training-subset proposal pool (ActivityNet result format, "
+                        "with scores) instead of training the built-in base model")
+    p.add_argument("--wtal-predictions", type=Path, default=None,
+                   help="that method's test-subset detections, for the WTAL row of the table (optional)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set wtal.epochs=5 (sections: wtal, detector, student, correction)")
 
@@ -61,8 +66,9 @@ def cmd_run(args) -> int:
 
     ds, cfg, device, out = _setup(args)
     t0 = time.perf_counter()
-    pipe = Pipeline(ds, out, cfg, seed=args.seed, device=device)
-    rows = ["wtal"] + ([] if args.no_baseline or args.ablation == "a" else ["a"]) + [args.ablation]
+    pipe = Pipeline(ds, out, cfg, seed=args.seed, device=device, proposals=args.proposals,
+                    wtal_predictions=args.wtal_predictions)
+    rows = (["wtal"] if pipe.has_wtal_row else []) + ([] if args.no_baseline or args.ablation == "a" else ["a"]) + [args.ablation]
     report = {"data": str(ds.root), "seed": args.seed, "preset": args.preset, "rows": {}}
     for r in rows:
         report["rows"][r] = pipe.metrics(r)
@@ -96,8 +102,10 @@ def cmd_ablate(args) -> int:
     ds, cfg, device, out = _setup(args)
     t0 = time.perf_counter()
     for seed in range(args.seeds):
-        pipe = Pipeline(ds, out, cfg, seed=seed, device=device)
-        pipe.metrics("wtal")
+        pipe = Pipeline(ds, out, cfg, seed=seed, device=device, proposals=args.proposals,
+                        wtal_predictions=args.wtal_predictions)
+        if pipe.has_wtal_row:
+            pipe.metrics("wtal")
         for r in rows:
             log.info(f"noco ablate: seed {seed}, row {r}")
             pipe.metrics(r)
