@@ -146,3 +146,13 @@ def check_writable_dir(path: str | os.PathLike, min_free_mb: int = 50) -> Path:
     if free_mb < min_free_mb:
         raise NocoError(f"{path}: only {free_mb} MiB free on disk, need at least {min_free_mb} MiB")
     return path
+
+
+def progress_enabled() -> bool:
+    """Progress bars only when a person watches: stderr is a terminal."""
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -9,11 +9,7 @@ import sys
 log = logging.getLogger("noco")
 
 
-def _progress() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+from ..io import progress_enabled as _progress  # noqa: E402
 
 
 def _train(args) -> int:

@@ -10,11 +10,7 @@ from pathlib import Path
 log = logging.getLogger("noco")
 
 
-def _progress() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+from ..io import progress_enabled as _progress  # noqa: E402
 
 
 def _threads(args) -> None:

@@ -242,13 +242,7 @@ class Dataset:
 
 
 # ---------------------------------------------------------------------- helpers
-def _stderr_is_tty() -> bool:
-    import sys
-
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+from ..io import progress_enabled as _stderr_is_tty  # noqa: E402  (kept for importers)
 
 
 def _is_num(x) -> bool:

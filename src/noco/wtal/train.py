@@ -485,10 +485,8 @@ def propose_wtal(ckpt, dataset, subset: str | None = None, *, device="cpu", prog
 
 def filter_baseline(pool: Mapping[str, Instances], conf: float = 0.5, nms: float = 0.45) -> dict[str, Instances]:
     """Ablation row (a) labels: proposals with confidence > ``conf`` after per-class NMS at ``nms``;
-    every weight 1. (Greedy NMS only lets a higher score suppress, so filtering first is identical.)"""
-    out: dict[str, Instances] = {}
-    for vid, ins in pool.items():  # per video
-        keep = torch.nonzero(ins.scores > conf).flatten()
-        sel = nms_detections(ins.select(keep), nms)
-        out[vid] = Instances.create(sel.segments, sel.labels, sel.scores, torch.ones(len(sel)))
-    return out
+    every weight 1 (the same filter the pipeline uses: ``noco.labels.cala.baseline_filter_all``)."""
+    from ..labels.cala import baseline_filter_all
+
+    return baseline_filter_all(pool, conf=conf, nms=nms)
+
