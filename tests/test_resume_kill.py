@@ -24,11 +24,17 @@ def tiny(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("victim", ["rows/a/train/checkpoint.pt", "rows/g/train/checkpoint.pt"])
-def test_killed_run_resumes_to_identical_predictions(tiny, tmp_path, victim):
-    ref = tmp_path / "ref"
+@pytest.fixture(scope="module")
+def reference(tiny, tmp_path_factory):
+    ref = tmp_path_factory.mktemp("ref")
     r = subprocess.run(_cmd(tiny, ref), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
+    return ref
+
+
+@pytest.mark.parametrize("victim", ["rows/a/train/checkpoint.pt", "rows/g/train/checkpoint.pt"])
+def test_killed_run_resumes_to_identical_predictions(tiny, reference, tmp_path, victim):
+    ref = reference
 
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cmd(tiny, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
