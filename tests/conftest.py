@@ -9,3 +9,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+class Restricted:
+    """A dataset whose subsets are restricted to some videos (everything else passes through)."""
+
+    def __init__(self, ds, keep):
+        self._ds, self._keep = ds, set(keep)
+
+    def subset(self, name):
+        return [v for v in self._ds.subset(name) if v.id in self._keep]
+
+    def __getattr__(self, k):
+        return getattr(self._ds, k)

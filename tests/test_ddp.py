@@ -19,15 +19,7 @@ CFG = dict(input_dim=128, embed_dim=32, head_dim=32, mlp_dim=48, epochs=2, warmu
            input_downsample=2, max_seq_len=256, drop_path=0.0, ema_decay=0.9)
 
 
-class _Restricted:
-    def __init__(self, ds, keep):
-        self._ds, self._keep = ds, set(keep)
-
-    def subset(self, name):
-        return [v for v in self._ds.subset(name) if v.id in self._keep]
-
-    def __getattr__(self, k):
-        return getattr(self._ds, k)
+from conftest import Restricted as _Restricted  # noqa: E402
 
 
 def _run(root, out, batch_size):

@@ -446,17 +446,7 @@ def test_overfits_a_few_videos_and_detects_in_seconds(tiny, tmp_path):
     assert _ap50(gt, preds, tiny.num_classes) >= 0.95
 
 
-class _Restricted:
-    """The tiny dataset with its training subset restricted to some videos."""
-
-    def __init__(self, ds, keep):
-        self._ds, self._keep = ds, set(keep)
-
-    def subset(self, name):
-        return [v for v in self._ds.subset(name) if v.id in self._keep]
-
-    def __getattr__(self, k):
-        return getattr(self._ds, k)
+from conftest import Restricted as _Restricted  # noqa: E402
 
 
 class _Interrupt(StaticLabels):

@@ -1,4 +1,8 @@
-"""Ambiguous Instance Correction (AIC, NoCo Eqs. 4-6), vectorized over labels x teacher detections."""
+"""Ambiguous Instance Correction (AIC, NoCo Eqs. 4-6), vectorized over labels x teacher detections.
+
+The keyword defaults are NOCO.md's suggested values (the hand-computed tests use them). The
+pipeline always passes ``CorrectionConfig``'s, whose confidence defaults are on TriDet's score scale
+(docs/METHOD.md)."""
 
 from __future__ import annotations
 

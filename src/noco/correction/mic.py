@@ -1,4 +1,8 @@
-"""Missing Instance Compensation (MIC, NoCo Eq. 7), vectorized."""
+"""Missing Instance Compensation (MIC, NoCo Eq. 7), vectorized.
+
+The keyword defaults are NOCO.md's suggested values (the hand-computed tests use them). The
+pipeline always passes ``CorrectionConfig``'s, whose confidence defaults are on TriDet's score scale
+(docs/METHOD.md)."""
 
 from __future__ import annotations
 
