@@ -239,7 +239,7 @@ def test_config_defaults_and_validation():
     for bad in ({"refresh": 0}, {"mode": "offline"}, {"aic_iou": 1.5}, {"aic_weight": "mean"}, {"nope": 1}):
         with pytest.raises(NocoError):
             make_config("cpu", bad)
-    with pytest.raises(NocoError, match="unknown correction preset"):
+    with pytest.raises(NocoError, match="unknown preset"):
         make_config("gpu")
 
 

@@ -35,6 +35,11 @@ def test_run_end_to_end_and_cache(tiny, tmp_path):
     assert "g: f + HPM (NoCo)" in r.stdout and "WTAL base model" in r.stdout
     # the online correction wrote the label set it ended on
     assert (out / "seed0" / "rows" / "g" / "labels.json").is_file()
+    # the resolved configuration is saved, as a preset file the next run can be given
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"] == str(tiny) and saved["wtal"]["epochs"] >= 1
     # a second run (another row) reuses every cached stage: no training happens again
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")}
     r2 = _noco("run", "--data", str(tiny), "--out", str(out), "--ablation", "b", *FAST)

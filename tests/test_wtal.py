@@ -14,7 +14,7 @@ from noco.data.dataset import WeakVideo, load_dataset
 from noco.errors import NocoError
 from noco.io import load_checkpoint
 from noco.labels.instances import Instances, read_instances, write_instances
-from noco.wtal.config import PRESETS, make_config
+from noco.wtal.config import make_config
 from noco.wtal.model import WtalModel, masked_topk_mean, multi_hot, wtal_losses
 from noco.wtal.proposals import (
     VideoMeta,
@@ -383,13 +383,13 @@ def test_external_proposal_file_round_trip(tmp_path):
 
 
 def test_config_presets_and_errors():
-    assert set(PRESETS) == {"cpu", "paper"}
+    assert make_config("cpu", {}).hidden_dim == 256
     paper = make_config("paper", {})
     assert (paper.hidden_dim, paper.num_segments, paper.batch_size, paper.lr, paper.epochs) == (2048, 750, 16, 1e-4, 100)
     assert len(paper.att_thresholds) == 33 and paper.att_thresholds[0] == 0.1 and paper.att_thresholds[-1] == 0.9
     with pytest.raises(NocoError, match="unknown WTAL config option"):
         make_config("cpu", {"hiden_dim": 3})
-    with pytest.raises(NocoError, match="unknown WTAL preset"):
+    with pytest.raises(NocoError, match="unknown preset"):
         make_config("gpu", {})
     with pytest.raises(NocoError, match="snippet_dropout"):
         make_config("cpu", {"snippet_dropout": 1.0})

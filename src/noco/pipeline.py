@@ -74,6 +74,8 @@ class PipelineConfig:
     correction: Any
     val_fraction: float = 0.1
     tiou: list[float] = dataclasses.field(default_factory=lambda: list(THUMOS_TIOUS))
+    data: str = "thumos14-sim"      # the preset's default dataset (a synth preset or a directory)
+    synth: dict = dataclasses.field(default_factory=dict)  # options to generate that synth preset
 
     def to_dict(self) -> dict:
         return {
@@ -82,6 +84,15 @@ class PipelineConfig:
             "tiou": self.tiou,
             **{s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS},
         }
+
+    def to_preset(self, data: str | None = None) -> dict:
+        """The resolved configuration as a preset file's content (``W/config.yaml``)."""
+        out = {"description": f"resolved configuration (from preset {self.preset})", "data": data or self.data}
+        if self.synth:
+            out["synth"] = dict(self.synth)
+        out.update({"tiou": self.tiou, "val_fraction": self.val_fraction})
+        out.update({s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS})
+        return out
 
 
 def parse_sets(items: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -118,8 +129,11 @@ def _make(section: str, make_config, preset: str, overrides: dict, cls) -> Any:
     return make_config(preset, overrides)
 
 
-def make_pipeline_config(preset: str = "cpu", sets: list[str] | None = None, val_fraction: float = 0.1,
+def make_pipeline_config(preset: str = "cpu", sets: list[str] | None = None, val_fraction: float | None = None,
                          tiou: list[float] | None = None) -> PipelineConfig:
+    """The pipeline's configuration: a preset (a shipped name or a YAML file, see noco.presets) with
+    ``--set SECTION.KEY=VALUE`` overrides on top; ``student`` starts from ``detector``."""
+    from . import presets
     from .correction.config import CorrectionConfig
     from .correction.config import make_config as corr_cfg
     from .detector.config import DetectorConfig
@@ -127,27 +141,23 @@ def make_pipeline_config(preset: str = "cpu", sets: list[str] | None = None, val
     from .wtal.config import WtalConfig
     from .wtal.config import make_config as wtal_cfg
 
+    p = presets.load(preset)
     ov = parse_sets(sets)
-    student_ov = dict(STUDENT_DEFAULTS.get(preset, {}))
-    student_ov.update(ov.get("detector", {}))
-    student_ov.update(ov.get("student", {}))
+    det_ov = {**p["detector"], **ov.get("detector", {})}
+    # the student: the preset's detector, its student section, then --set detector.*, --set student.*
+    student_ov = {**p["detector"], **p["student"], **ov.get("detector", {}), **ov.get("student", {})}
     return PipelineConfig(
-        preset=preset,
-        wtal=_make("wtal", wtal_cfg, preset, ov.get("wtal", {}), WtalConfig),
-        detector=_make("detector", det_cfg, preset, ov.get("detector", {}), DetectorConfig),
-        student=_make("student", det_cfg, preset, student_ov, DetectorConfig),
-        correction=_make("correction", corr_cfg, preset, ov.get("correction", {}), CorrectionConfig),
-        val_fraction=val_fraction,
-        tiou=list(tiou or THUMOS_TIOUS),
+        preset=str(preset),
+        wtal=_make("wtal", wtal_cfg, None, {**p["wtal"], **ov.get("wtal", {})}, WtalConfig),
+        detector=_make("detector", det_cfg, None, det_ov, DetectorConfig),
+        student=_make("student", det_cfg, None, student_ov, DetectorConfig),
+        correction=_make("correction", corr_cfg, None, {**p["correction"], **ov.get("correction", {})},
+                         CorrectionConfig),
+        val_fraction=float(val_fraction if val_fraction is not None else p.get("val_fraction", 0.1)),
+        tiou=[float(t) for t in (tiou or p.get("tiou") or THUMOS_TIOUS)],
+        data=p.get("data", "thumos14-sim"),
+        synth=dict(p.get("synth") or {}),
     )
-
-
-# The student of rows c..g starts from the pre-trained teacher: a shorter schedule with a short
-# warm-up (overridable with --set student.KEY=VALUE).
-STUDENT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cpu": {},
-    "paper": {"epochs": 20, "warmup_epochs": 2},
-}
 
 
 def _fingerprint(obj: Any) -> str:
@@ -155,24 +165,42 @@ def _fingerprint(obj: Any) -> str:
 
 
 # --------------------------------------------------------------------------- data
-def resolve_data(data: str, out: Path) -> Path:
-    """A dataset directory, or the name of a synth preset generated once into ``out/data/<name>``."""
+def resolve_data(data: str, out: Path, synth_options: dict | None = None) -> Path:
+    """A dataset directory, or the name of a synth preset generated once into ``out/data/<name>``
+    (with ``synth_options``, e.g. ``{"train_videos": 1000, "test_videos": 500}``, in the folder name)."""
     from .data import synth
 
     p = Path(data)
     if (p / "dataset.json").is_file():
         return p
     if data in synth.PRESETS and not p.exists():
-        target = out / "data" / data
+        opts = {k: v for k, v in (synth_options or {}).items() if v}
+        tag = "".join(f"-{k.split('_')[0]}{v}" for k, v in sorted(opts.items()))
+        target = out / "data" / f"{data}{tag}"
         if not (target / "dataset.json").is_file():
-            log.info(f"noco: generating the simulated benchmark {data!r} into {target} "
-                     "(real THUMOS14 annotations, simulated features)")
-            synth.generate(data, target, seed=0, force=True)
+            log.info(f"noco: generating the simulated benchmark {data!r}{' ' + str(opts) if opts else ''} into "
+                     f"{target} (real annotations, SIMULATED features)")
+            synth.generate(data, target, seed=0, force=True, **opts)
         return target
     if p.is_dir():
         raise NocoError(f"{p}: not a noco dataset (no dataset.json); see README 'Dataset layout'")
     raise NocoError(f"--data {data!r}: no such dataset directory, and not a synth preset "
                     f"({', '.join(synth.PRESETS)})")
+
+
+def simulated_note(ds) -> str:
+    """A plain statement when ``ds`` was written by ``noco synth`` (its features are simulated)."""
+    try:
+        desc = read_json(Path(ds.root) / "dataset.json", "dataset description")
+    except Exception:  # noqa: BLE001 - a note, never an error
+        return ""
+    gen = desc.get("generator") if isinstance(desc, dict) else None
+    if not (isinstance(gen, dict) and gen.get("program") == "noco synth"):
+        return ""
+    preset = gen.get("preset", "simulated")
+    real = {"thumos14-sim": "THUMOS14", "tiny": "THUMOS14", "anet12-sim": "ActivityNet v1.2"}.get(preset, "real")
+    return (f"{preset}: real {real} annotations with SIMULATED features; the numbers are not comparable "
+            f"to results on real {real} features")
 
 
 # --------------------------------------------------------------------------- stages

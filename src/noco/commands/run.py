@@ -11,14 +11,18 @@ log = logging.getLogger("noco")
 
 
 def _common(p) -> None:
-    p.add_argument("--data", default="thumos14-sim",
+    p.add_argument("--data", default=None,
                    help="dataset directory, or a synth preset name generated once into OUT/data/ "
-                        "(default: thumos14-sim = real THUMOS14 annotations, simulated features)")
+                        "(default: the preset's data; thumos14-sim = real THUMOS14 annotations, simulated features)")
     p.add_argument("--out", required=True, type=Path, help="run directory W (stages are cached here)")
-    p.add_argument("--preset", default="cpu", choices=["cpu", "paper"], help="model sizes and schedules")
+    from ..presets import names
+
+    p.add_argument("--preset", default="cpu", metavar="NAME|FILE.yaml",
+                   help=f"configuration: a shipped preset ({', '.join(names())}) or a YAML file such as a "
+                        "previous run's W/config.yaml (default cpu = thumos14-cpu)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="fraction of training videos held out for epoch/threshold choices (never the test subset)")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="fraction of training videos held out for epoch/threshold choices (never the test subset; default: the preset's, 0.1)")
     p.add_argument("--proposals", type=Path, default=None,
                    help="use another WTAL method's training-subset proposal pool (ActivityNet result format, "
                         "with scores) instead of training the built-in base model")
@@ -48,15 +52,19 @@ def _setup(args):
     import torch
 
     from ..data.dataset import load_dataset
-    from ..io import atomic_write_json, check_writable_dir
+    from ..io import atomic_write_json, atomic_write_text, check_writable_dir
     from ..pipeline import make_pipeline_config, resolve_data
 
     cfg = make_pipeline_config(args.preset, args.sets, val_fraction=args.val_fraction)
     out = check_writable_dir(args.out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    data_dir = resolve_data(args.data, out)
+    data_dir = resolve_data(args.data or cfg.data, out, None if args.data else cfg.synth)
     ds = load_dataset(data_dir)
     atomic_write_json(out / "config.json", {"data": str(data_dir), "device": device, **cfg.to_dict()}, indent=1)
+    import yaml
+
+    atomic_write_text(out / "config.yaml", "# written by noco; reuse with --preset " + str(out / "config.yaml")
+                      + "\n" + yaml.safe_dump(cfg.to_preset(str(data_dir)), sort_keys=False))
     return ds, cfg, device, out
 
 
@@ -81,8 +89,10 @@ def cmd_run(args) -> int:
 
     write_run_report_safely(out, dataset=ds, seed=args.seed, row=args.ablation)
     table = results_table(collect_metrics(out))
-    note = ("\n(thumos14-sim: real THUMOS14 annotations with SIMULATED features; numbers are not comparable "
-            "to real THUMOS14 results)" if "sim" in str(ds.root) else "")
+    from ..pipeline import simulated_note
+
+    note = simulated_note(ds)
+    note = f"\n({note})" if note else ""
     print(f"\nTest-subset mAP (%) on {ds.root}{note}\n{table}\n")
     print(f"predictions: {out / 'predictions.json'}\nreport: {out / 'report.json'}  ({report['seconds']:.0f} s)")
     return 0
@@ -112,9 +122,11 @@ def cmd_ablate(args) -> int:
     found = collect_metrics(out)
     found = {r: {s: m for s, m in v.items() if s < args.seeds} for r, v in found.items() if r in ["wtal", *rows]}
     table = results_table(found, markdown=True)
-    sim = "sim" in str(ds.root)
+    from ..pipeline import simulated_note
+
+    sim = simulated_note(ds)
     header = (f"# Ablation on {ds.root.name}\n\n"
-              + ("Real THUMOS14 annotations with **simulated** features (not comparable to real THUMOS14).\n\n" if sim else "")
+              + (f"{sim}.\n\n" if sim else "")
               + f"Test-subset mAP (%), mean ± std over {args.seeds} seeds; preset `{args.preset}`; "
               f"label columns: quality of the training labels each row ends on (frame mIoU %, mean boundary "
               f"error s, recall of GT < 2 s at tIoU 0.5 %, merge rate %). {time.perf_counter() - t0:.0f} s.\n\n")

@@ -101,20 +101,11 @@ class CorrectionConfig:
         return self
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # NOCO.md suggested starting values (paper recipe: α 0.999 per iteration).
-    "paper": dict(alpha=0.999),
-    # CPU runs train for a few hundred steps only: with α 0.999 the teacher would barely move
-    # (its horizon is ~1/(1-α) = 1000 steps), so the CPU preset uses a 100-step horizon.
-    "cpu": dict(alpha=0.99),
-}
-
-
 def make_config(preset: str | None = "cpu", overrides: dict[str, Any] | None = None) -> CorrectionConfig:
     """Build a config from a preset name (or None for the dataclass defaults) plus overrides."""
-    if preset is not None and preset not in PRESETS:
-        raise NocoError(f"unknown correction preset {preset!r} (choose from {', '.join(PRESETS)})")
-    values: dict[str, Any] = dict(PRESETS[preset]) if preset is not None else {}
+    from ..presets import section
+
+    values: dict[str, Any] = section(preset, "correction")
     names = {f.name for f in fields(CorrectionConfig)}
     for k, v in (overrides or {}).items():
         if k not in names:

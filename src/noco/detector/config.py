@@ -23,6 +23,11 @@ class DetectorConfig:
     input_dim: int = 2048           # feature dimension D (checked against the dataset)
     num_classes: int = 20           # set from the dataset by train_detector
     input_downsample: int = 1       # average-pool the snippet features by this factor first
+    # ActivityNet-style fixed-length input (ActionFormer/TriDet "force_upsampling"): > 0 resizes every
+    # video's features [T, D] to [fixed_length, D] by linear interpolation, in training and inference;
+    # step i then covers an equal share of the span the features cover (infer.detector_grid).
+    # 0: off (the THUMOS way, variable length).
+    fixed_length: int = 0
     # --- architecture ----------------------------------------------------------------------
     embed_dim: int = 512            # embedding / FPN width
     head_dim: int = 512             # width of the head convolutions
@@ -132,35 +137,21 @@ class DetectorConfig:
         if self.max_seq_len % self.max_stride:
             p.append(f"max_seq_len must be a multiple of the largest stride {self.max_stride}, "
                      f"found {self.max_seq_len}")
+        if self.fixed_length < 0 or self.fixed_length % self.max_stride:
+            p.append(f"fixed_length must be 0 (off) or a positive multiple of the largest stride {self.max_stride}, "
+                     f"found {self.fixed_length}")
+        if self.fixed_length > 0 and self.input_downsample != 1:
+            p.append(f"fixed_length ({self.fixed_length}) needs input_downsample 1, found {self.input_downsample}")
         if p:
             raise NocoError("invalid detector config: " + "; ".join(p))
         return self
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # TriDet, THUMOS14, I3D features (TRIDET.md): meant for a GPU (~6 h per run on two CPU cores).
-    "paper": dict(
-        input_dim=2048, embed_dim=512, head_dim=512, mlp_dim=768, num_bins=16, sgp_k=5.0, sgp_w=1,
-        epochs=40, warmup_epochs=20, batch_size=2, lr=1e-4, weight_decay=0.025, max_seq_len=2304,
-        drop_path=0.1, ema_decay=0.999, input_downsample=1,
-    ),
-    # Same architecture, scaled for two CPU cores on thumos14-sim (128-d features): width 128,
-    # features averaged 4 to 1 (a 32-frame step), 512-step crops, 8 epochs of 100 steps (~1.5 min
-    # of training on two idle cores). Chosen by oracle test mAP against shorter/longer schedules,
-    # learning rates 5e-4..4e-3 and 2x down-sampling with 1024-step crops at equal time.
-    "cpu": dict(
-        input_dim=128, embed_dim=128, head_dim=128, mlp_dim=192, num_bins=16, sgp_k=5.0, sgp_w=1,
-        epochs=8, warmup_epochs=1, batch_size=2, lr=1e-3, weight_decay=0.025, max_seq_len=512,
-        drop_path=0.1, ema_decay=0.99, input_downsample=4,
-    ),
-}
-
-
 def make_config(preset: str | None = "cpu", overrides: dict[str, Any] | None = None) -> DetectorConfig:
     """Build a config from a preset name (or None for the dataclass defaults) plus overrides."""
-    if preset is not None and preset not in PRESETS:
-        raise NocoError(f"unknown detector preset {preset!r} (choose from {', '.join(PRESETS)})")
-    values: dict[str, Any] = dict(PRESETS[preset]) if preset is not None else {}
+    from ..presets import section
+
+    values: dict[str, Any] = section(preset, "detector")
     names = {f.name for f in fields(DetectorConfig)}
     for k, v in (overrides or {}).items():
         if k not in names:

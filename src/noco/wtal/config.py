@@ -99,32 +99,11 @@ class WtalConfig:
         return self
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # ASM-Loc base stage on THUMOS14 (I3D 2048-d features): H 2048, 750 snippets, batch 16,
-    # Adam lr 1e-4 / wd 5e-5, 100 epochs. Meant for a GPU.
-    "paper": dict(
-        hidden_dim=2048, num_segments=750, batch_size=16, lr=1e-4, weight_decay=5e-5, epochs=100,
-        test_sampling="uniform", num_threads=0, oic_scale=1.0,
-    ),
-    # Two (shared) CPU cores, thumos14-sim (D 128, 7.5 snippets/s), measured with one thread.
-    # Localisation on held-out *training* videos peaks after ~10-13 epochs at lr 1e-3 and then
-    # degrades (more, fragmented proposals) while the held-out loss keeps falling, so the schedule
-    # is short; H 512 was no better. 512 uniformly sampled positions at test give about ASM-Loc's
-    # temporal granularity on I3D (~0.3-0.6 s per position); "full" resolution fragments more.
-    # oic_scale 0.5: a confidence of 0.5 is an OIC of 0.25, where about half of the
-    # baseline-filtered training labels match a ground-truth instance at tIoU 0.5.
-    "cpu": dict(
-        hidden_dim=256, num_segments=512, batch_size=16, lr=1e-3, weight_decay=5e-4, epochs=12,
-        test_sampling="uniform", num_threads=1, oic_scale=0.5,
-    ),
-}
-
-
 def make_config(preset: str | None = "cpu", overrides: dict[str, Any] | None = None) -> WtalConfig:
     """Build a config from a preset name (or None for the dataclass defaults) plus overrides."""
-    if preset is not None and preset not in PRESETS:
-        raise NocoError(f"unknown WTAL preset {preset!r} (choose from {', '.join(PRESETS)})")
-    values: dict[str, Any] = dict(PRESETS[preset]) if preset is not None else {}
+    from ..presets import section
+
+    values: dict[str, Any] = section(preset, "wtal")
     names = {f.name: f for f in fields(WtalConfig)}
     for k, v in (overrides or {}).items():
         if k not in names:
