@@ -254,3 +254,212 @@ def test_simconfig_overrides_are_checked():
         SimConfig.from_overrides({"noise_std": -1})
     with pytest.raises(NocoError, match=r"\[0, 1\]"):
         SimConfig.from_overrides({"context_corr": 2})
+
+
+# ------------------------------------------------------------------ anet12-sim (real ActivityNet v1.2 annotations)
+from noco.data.synth import (  # noqa: E402
+    ANET12_CONFIG,
+    activitynet12_annotations,
+    preset_classes,
+    preset_config,
+    subsample_videos,
+)
+
+ANET_SHA256 = "9a5a015530722b2ba516718df88ccf4383fa2798a982dbbf51e64019a4122551"  # the shared real file
+
+
+@pytest.fixture(scope="module")
+def anet_full():
+    return activitynet12_annotations()
+
+
+def test_anet12_resource_is_the_real_file_and_annotations_keep_train_and_validation(anet_full):
+    import gzip
+    import hashlib
+
+    raw = gzip.decompress(resources.files("noco").joinpath("resources/activitynet12.json.gz").read_bytes())
+    assert hashlib.sha256(raw).hexdigest() == ANET_SHA256
+    db = anet_full["database"]
+    assert Counter(v["subset"] for v in db.values()) == {"training": 4441, "validation": 2198, "testing": 2268}
+    ann = build_annotations("anet12-sim")
+    assert set(ann) == {"version", "database"} and ann["version"] == anet_full["version"]
+    assert Counter(v["subset"] for v in ann["database"].values()) == {"training": 4441, "validation": 2198}
+    assert all(ann["database"][vid] == db[vid] for vid in ann["database"])  # entries untouched
+    classes = preset_classes("anet12-sim")
+    names = {a["label"] for v in db.values() for a in v["annotations"]}
+    assert len(classes) == 100 and classes == sorted(names)
+    assert preset_classes("thumos14-sim") == real_classes()  # THUMOS14 keeps its label_id order
+
+
+def test_anet12_quirks_survive_the_loader(tmp_path, anet_full):
+    """9 zero-length instances dropped, 172 ending after the duration clipped (brute-force count),
+    checked by loading a dataset made of the quirky videos only (dummy features)."""
+    db = build_annotations("anet12-sim")["database"]
+    zero = [vid for vid, v in db.items() for a in v["annotations"] if a["segment"][0] == a["segment"][1]]
+    past = [vid for vid, v in db.items() for a in v["annotations"]
+            if a["segment"][1] > v["duration"] and a["segment"][1] > a["segment"][0]]
+    assert len(zero) == 9 and len(past) == 172
+    quirky = sorted(set(zero) | set(past))
+    sub = {vid: db[vid] for vid in quirky}
+    assert {v["subset"] for v in sub.values()} == {"training", "validation"}
+    (tmp_path / "features").mkdir()
+    for vid, v in sub.items():
+        assert "fps" not in v  # every video uses dataset.json's fps (25)
+        np.save(tmp_path / "features" / f"{vid}.npy", np.zeros((expected_snippets(v["duration"], 25, 16, 16), 2),
+                                                                 np.float32))
+    (tmp_path / "annotations.json").write_text(json.dumps({"database": sub}))
+    from noco.data.synth import dataset_description
+
+    (tmp_path / "dataset.json").write_text(json.dumps(dataset_description("anet12-sim", 0, 2, ANET12_CONFIG)))
+    ds = load_dataset(tmp_path)
+    assert ds.stats["instances_zero_length_dropped"] == 9
+    assert ds.stats["instances_clipped"] == 172 and ds.stats["instances_dropped_after_clipping"] == 0
+    assert ds.fps == 25 and ds.feat_stride == 16 and ds.num_frames == 16 and ds.num_classes == 100
+    n_raw = sum(len(v["annotations"]) for v in sub.values())
+    assert sum(len(v.labels) for v in ds.videos.values()) == n_raw - 9
+    for v in ds.videos.values():
+        assert v.fps == 25
+        assert (v.segments[:, 1] > v.segments[:, 0]).all() and (v.segments <= v.duration).all()
+
+
+def _subsample_reference(db, subset, n):
+    """Loop version of the documented rule (coverage first in class-hash order, then quantiles)."""
+    from noco.data.synth import _stable_hash
+
+    vids = sorted(v for v, e in db.items() if e["subset"] == subset)
+    h = {v: int(x) for v, x in zip(vids, _stable_hash(vids))}
+    classes = sorted({a["label"] for v in vids for a in db[v]["annotations"]})
+    ch = {c: int(x) for c, x in zip(classes, _stable_hash(classes))}
+    class_rank = {c: r for r, c in enumerate(sorted(classes, key=lambda c: (ch[c], classes.index(c))))}
+    key = {}
+    for c in classes:
+        members = sorted((v for v in vids if c in {a["label"] for a in db[v]["annotations"]}),
+                         key=lambda v: (h[v], vids.index(v)))
+        for r, v in enumerate(members):
+            k = class_rank[c] / len(classes) if r == 0 else 1 + (r + 0.5) / len(members)
+            key[v] = min(key.get(v, 3.0), k)
+    ranked = sorted(vids, key=lambda v: (key.get(v, 3.0), h[v], vids.index(v)))
+    return sorted(ranked[:n])
+
+
+def test_subsample_matches_a_loop_reference_on_a_hand_made_database():
+    rng = np.random.default_rng(7)
+    db = {}
+    for i in range(60):
+        labs = list(rng.choice(["a", "b", "c", "d", "e"], size=int(rng.integers(0, 3)), replace=False))
+        db[f"v{i:02d}"] = {"subset": "tr" if i % 3 else "te",
+                           "annotations": [{"segment": [0, 1], "label": str(lab)} for lab in labs]}
+    for n in (1, 3, 5, 17, 39):
+        assert subsample_videos(db, "tr", n) == _subsample_reference(db, "tr", n)
+    assert subsample_videos(db, "te", 4) == _subsample_reference(db, "te", 4)
+    assert subsample_videos(db, "tr", 0) == subsample_videos(db, "tr", None) == sorted(
+        v for v in db if db[v]["subset"] == "tr")
+    with pytest.raises(NocoError, match="cannot keep 41 videos of subset 'tr': it has 40"):
+        subsample_videos(db, "tr", 41)
+    with pytest.raises(NocoError, match="non-negative"):
+        subsample_videos(db, "tr", -1)
+
+
+def test_anet12_subsample_covers_every_class_proportionally(anet_full):
+    full = build_annotations("anet12-sim")["database"]
+
+    def per_class(db, subset):
+        return Counter(lab for v in db.values() if v["subset"] == subset
+                       for lab in {a["label"] for a in v["annotations"]})
+
+    for n, m in ((1000, 500), (100, 100)):
+        db = build_annotations("anet12-sim", train_videos=n, test_videos=m)["database"]
+        assert Counter(v["subset"] for v in db.values()) == {"training": n, "validation": m}
+        for subset, k in (("training", n), ("validation", m)):
+            got, real = per_class(db, subset), per_class(full, subset)
+            assert len(got) == 100  # every class, even with as many videos as classes
+            if k == 1000 or k == 500:  # each class keeps its share within about one video
+                total = sum(1 for v in full.values() if v["subset"] == subset)
+                dev = [abs(got[c] - k * real[c] / total) for c in real]
+                assert max(dev) <= 2.0, max(dev)
+    # small subsamples: nested class sets (test classes among the train classes), subset of the bigger ones
+    small = build_annotations("anet12-sim", train_videos=40, test_videos=20)
+    tr, te = per_class(small["database"], "training"), per_class(small["database"], "validation")
+    assert len(tr) == 40 and len(te) == 20 and set(te) <= set(tr)
+    assert "subsample" in small["version"]
+    # thumos14-sim subsamples too (every class with 20 videos per subset)
+    th = build_annotations("thumos14-sim", train_videos=20, test_videos=20)["database"]
+    assert len(th) == 40 and len(per_class(th, "Validation")) == 20 and len(per_class(th, "Test")) == 20
+
+
+def _anet_projections(anns, duration=90.0, **cfg):
+    config = SimConfig(**{**ANET12_CONFIG.to_dict(), **QUIET, **cfg})
+    comps = make_components(2, 64, 0, config)
+    v = {"duration": duration, "annotations": [{"segment": list(s), "label": lab} for s, lab in anns]}
+    t = expected_snippets(duration, 25, 16, 16)
+    x = simulate_video(v, t, ["A", "B"], comps, config, np.random.default_rng(0), fps=25, feat_stride=16,
+                       num_frames=16)
+    assert x.shape == (t, 64)
+    centre = (np.arange(t) * 16 + 8) / 25
+    basis = np.stack([comps.prototypes[0], comps.prototypes[1], comps.context[0], comps.context[1],
+                      comps.background])
+    coef = np.linalg.lstsq(basis.T, x.T.astype(np.float64), rcond=None)[0].T
+    return centre, coef, config
+
+
+def test_anet12_config_on_the_025_fps_stride_16_grid():
+    cfg = preset_config("anet12-sim")
+    assert cfg.to_dict() == ANET12_CONFIG.to_dict() and cfg is not ANET12_CONFIG
+    assert (cfg.ramp_seconds, cfg.context_gap_fill) == (4.0, 15.0)
+    assert preset_config("thumos14-sim").to_dict() == SimConfig().to_dict()
+    # a 30 s instance peaks, a 6 s one (< 2 ramps) does not; a 12 s same-class gap is bridged by context
+    centre, coef, cfg = _anet_projections([((10, 40), "A"), ((52, 58), "A"), ((70, 75), "B")],
+                                          context_before=0.0, context_after=0.0)
+    act, ctx = coef[:, 0], coef[:, 2]
+    at = lambda arr, s: arr[np.argmin(abs(centre - s))]  # noqa: E731
+    assert at(act, 25) == pytest.approx(cfg.action_amp, rel=1e-3)
+    assert at(act, 11) < 0.35 * cfg.action_amp                     # 1 s into a 4 s ramp
+    assert act[(centre > 51) & (centre < 59)].max() < 0.8 * cfg.action_amp
+    assert at(ctx, 46) == pytest.approx(cfg.context_amp, rel=1e-3)  # 12 s gap < 15 s: filled
+    assert at(ctx, 66) == pytest.approx(0, abs=1e-4)                # towards B: different class
+    # the same gap is not bridged with thumos14-sim's 6 s
+    _, coef6, _ = _anet_projections([((10, 40), "A"), ((52, 58), "A")], context_before=0.0,
+                                    context_after=0.0, context_gap_fill=6.0)
+    assert at(coef6[:, 2], 46) == pytest.approx(0, abs=1e-4)
+
+
+def test_anet12_sim_small_subsample_generates_deterministically_and_loads(tmp_path, capsys):
+    a = tmp_path / "a"
+    assert cli_main(["synth", "--preset", "anet12-sim", "--out", str(a), "--dim", "16", "--seed", "2",
+                     "--train-videos", "40", "--test-videos", "20"]) == 0
+    assert "40 videos" in capsys.readouterr().out
+    ds = load_dataset(a)
+    assert (ds.fps, ds.feat_stride, ds.num_frames, ds.feat_dim) == (25.0, 16, 16, 16)
+    assert ds.classes == preset_classes("anet12-sim") and ds.num_classes == 100
+    assert (ds.train_subset, ds.test_subset) == ("training", "validation")
+    assert len(ds.subset("training")) == 40 and len(ds.subset("validation")) == 20
+    for v in ds.videos.values():
+        assert v.num_snippets == expected_snippets(v.duration, 25, 16, 16)
+    desc = json.loads((a / "dataset.json").read_text())
+    assert desc["generator"]["sim"] == ANET12_CONFIG.to_dict()
+    assert desc["generator"]["subsample"] == {"train_videos": 40, "test_videos": 20}
+    # a video's features do not depend on the subsample: equal to simulating it alone
+    db = build_annotations("anet12-sim")["database"]
+    vid = ds.subset("validation")[3].id
+    comps = make_components(100, 16, 2, ANET12_CONFIG)
+    alone = simulate_video(db[vid], ds.videos[vid].num_snippets, ds.classes, comps, ANET12_CONFIG,
+                           video_rng(2, vid), fps=25, feat_stride=16, num_frames=16)
+    assert np.array_equal(ds.features(vid), alone)
+    # same seed -> same bytes (API and CLI); another seed -> same annotations, other features
+    b = generate("anet12-sim", tmp_path / "b", seed=2, dim=16, train_videos=40, test_videos=20, progress=False)
+    assert tree_bytes(a) == tree_bytes(b)
+    c = tmp_path / "c"
+    assert cli_main(["synth", "--preset", "anet12-sim", "--out", str(c), "--dim", "16", "--seed", "3",
+                     "--train-videos", "40", "--test-videos", "20", "--set", "noise_std=0.1"]) == 0
+    ta, tc = tree_bytes(a), tree_bytes(c)
+    assert ta["annotations.json"] == tc["annotations.json"]
+    assert all(ta[k] != tc[k] for k in ta if k.startswith("features/"))
+    sim_c = json.loads(tc["dataset.json"])["generator"]["sim"]
+    assert sim_c == {**ANET12_CONFIG.to_dict(), "noise_std": 0.1}  # --set applies on the preset's config
+    # bad subsample sizes are one-line errors
+    capsys.readouterr()
+    assert cli_main(["synth", "--preset", "anet12-sim", "--out", str(tmp_path / "d"), "--dim", "4",
+                     "--test-videos", "5000"]) == 2
+    assert "cannot keep 5000 videos of subset 'validation': it has 2198" in capsys.readouterr().err
+    assert cli_main(["synth", "--preset", "anet12-sim", "--out", str(tmp_path / "d"), "--train-videos", "-1"]) == 2
+    assert "--train-videos must be a non-negative integer" in capsys.readouterr().err

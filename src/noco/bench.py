@@ -302,7 +302,7 @@ def bench_size(size: BenchSize, *, num_videos: int, repeats: int, device: str | 
                skip_train: bool = False, seed: int = 0, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure both models at one size; returns the size's JSON record."""
     from .detector.config import make_config as detector_config
-    from .detector.infer import detect, downsample_features, padded_length
+    from .detector.infer import detect, input_steps, padded_length
     from .detector.model import build_model
     from .wtal.config import make_config as wtal_config
     from .wtal.model import WtalModel
@@ -324,7 +324,7 @@ def bench_size(size: BenchSize, *, num_videos: int, repeats: int, device: str | 
         "detector_preset": size.detector_preset, "wtal_preset": size.wtal_preset,
         "detector_overrides": dict(size.detector_overrides), "wtal_overrides": dict(size.wtal_overrides),
     }
-    steps = downsample_features(videos[0], dcfg.input_downsample).shape[0]
+    steps = input_steps(videos[0].shape[0], dcfg)
     s_in = [1, size.feat_dim, padded_length(steps, dcfg)]
     w_in = [1, int(_test_view(videos[0], wcfg).shape[0]), size.feat_dim]
 

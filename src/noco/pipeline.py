@@ -76,12 +76,16 @@ class PipelineConfig:
     tiou: list[float] = dataclasses.field(default_factory=lambda: list(THUMOS_TIOUS))
     data: str = "thumos14-sim"      # the preset's default dataset (a synth preset or a directory)
     synth: dict = dataclasses.field(default_factory=dict)  # options to generate that synth preset
+    # test-time fusion of the detectors' scores with the WTAL model's video-level class scores,
+    # reported beside the plain result: {"mode": "none"|"multiply", "topk": int, "power": float}
+    fusion: dict = dataclasses.field(default_factory=lambda: {"mode": "none"})
 
     def to_dict(self) -> dict:
         return {
             "preset": self.preset,
             "val_fraction": self.val_fraction,
             "tiou": self.tiou,
+            "fusion": self.fusion,
             **{s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS},
         }
 
@@ -90,7 +94,7 @@ class PipelineConfig:
         out = {"description": f"resolved configuration (from preset {self.preset})", "data": data or self.data}
         if self.synth:
             out["synth"] = dict(self.synth)
-        out.update({"tiou": self.tiou, "val_fraction": self.val_fraction})
+        out.update({"tiou": self.tiou, "val_fraction": self.val_fraction, "fusion": dict(self.fusion)})
         out.update({s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS})
         return out
 
@@ -157,6 +161,7 @@ def make_pipeline_config(preset: str = "cpu", sets: list[str] | None = None, val
         tiou=[float(t) for t in (tiou or p.get("tiou") or THUMOS_TIOUS)],
         data=p.get("data", "thumos14-sim"),
         synth=dict(p.get("synth") or {}),
+        fusion={"mode": "none", **(p.get("fusion") or {})},
     )
 
 
@@ -322,6 +327,23 @@ class Pipeline:
             self._timed("wtal_propose", t0)
         return read_instances(path, self.ds.classes)
 
+    def wtal_video_scores(self) -> dict[str, torch.Tensor] | None:
+        """The built-in WTAL model's video-level class scores on the test subset (None with an
+        external base model, which gives detections only)."""
+        from .wtal.video_scores import read_video_scores, video_scores, write_video_scores
+
+        if self.proposals is not None:
+            return None
+        path = self.sdir / "wtal" / "test_scores.json"
+        key = self.wtal_key()
+        if not self._cached(path, key):
+            t0 = time.perf_counter()
+            scores = video_scores(self.wtal_checkpoint(), self.ds, self.ds.test_subset, device=self.device)
+            write_video_scores(path, scores, self.ds.classes)
+            self._mark(path, key)
+            self._timed("wtal_video_scores", t0)
+        return read_video_scores(path, self.ds.classes)
+
     def _external(self, path: Path, subset: str, what: str) -> dict[str, Instances]:
         ids = [v.id for v in self.ds.subset(subset)]
         dets = read_instances(path, self.ds.classes, videos=ids, what=what)
@@ -461,6 +483,9 @@ class Pipeline:
         mdir = self.sdir / ("wtal" if name == "wtal" else f"rows/{name}")
         path = mdir / "metrics.json"
         key = {"row": self.wtal_key() if name == "wtal" else self.row_key(name), "tiou": self.cfg.tiou}
+        fusion = self.cfg.fusion if self.cfg.fusion.get("mode", "none") != "none" else None
+        if fusion and name != "wtal":
+            key["fusion"] = fusion
         if self._cached(path, key):
             return read_json(path)
         preds = self.wtal_test_predictions() if name == "wtal" else self.row_predictions(name)
@@ -468,6 +493,16 @@ class Pipeline:
         res = evaluate(gt, preds, self.ds.num_classes, self.cfg.tiou)
         m: dict[str, Any] = {"row": name, "seed": self.seed, "tiou": res["tiou"], "mAP": res["mAP"],
                              "average": res["average"], "averages": named_averages(res["tiou"], res["mAP"])}
+        if fusion and name != "wtal":
+            from .detector.fusion import fuse_all
+
+            scores = self.wtal_video_scores()
+            if scores is None:
+                log.warning("noco: fusion needs the built-in WTAL model's video scores; not with --proposals")
+            else:
+                fr = evaluate(gt, fuse_all(preds, scores, **fusion), self.ds.num_classes, self.cfg.tiou)
+                m["fused"] = {"fusion": fusion, "mAP": fr["mAP"], "average": fr["average"],
+                              "averages": named_averages(fr["tiou"], fr["mAP"])}
         # the quality of the training labels: what the row trained on (the WTAL row: what it hands on)
         labels = self.label_set("a") if name == "wtal" else read_instances(mdir / "labels.json", self.ds.classes)
         train = self.ds.subset(self.ds.train_subset)
@@ -565,6 +600,12 @@ def results_table(found: dict[str, dict[int, dict]], markdown: bool = False) -> 
         cells.append(cell([(q.get("recall_by_length") or {}).get(SHORT_BIN) for q in lq]))
         cells.append(cell([q.get("merge_rate") for q in lq]))
         lines.append(cells)
+        fused = [m["fused"] for m in ms if m.get("fused")]
+        if len(fused) == len(ms):
+            fc = [f"{ROW_TITLES.get(r, r)} x WTAL video scores", str(len(ms))]
+            fc += [cell([f["mAP"][i] for f in fused]) for i in range(len(tious))]
+            fc += [cell([f["averages"].get(n) for f in fused]) for n in avg_names]
+            lines.append(fc + ["-"] * 4)
     if markdown:
         out = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
         out += ["| " + " | ".join(c) + " |" for c in lines]

@@ -11,6 +11,8 @@ A preset file holds everything a run needs besides the data::
     detector: {...}               # DetectorConfig fields of the teacher and rows a, b, oracle
     student: {...}                # DetectorConfig fields of the student (on top of detector:)
     correction: {...}             # CorrectionConfig fields (noco.correction.config)
+    fusion: {mode: multiply, topk: 2}  # also score the detectors with the WTAL model's video-level
+                                  # class scores (noco.detector.fusion); default mode none
 
 A section lists only what differs from the dataclass defaults (which are the published THUMOS14
 recipes). ``--preset`` takes a shipped name (``noco run --help`` lists them) or a path to such a
@@ -28,7 +30,7 @@ from typing import Any
 from .errors import NocoError
 
 SECTIONS = ("wtal", "detector", "student", "correction")
-TOP_KEYS = ("description", "data", "synth", "tiou", "val_fraction", *SECTIONS)
+TOP_KEYS = ("description", "data", "synth", "tiou", "val_fraction", "fusion", *SECTIONS)
 # short names kept from the first release: THUMOS14 at CPU size and at paper size
 ALIASES = {"cpu": "thumos14-cpu", "paper": "thumos14"}
 
@@ -102,7 +104,7 @@ def _validate(d: dict, where: str) -> dict:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise NocoError(f"{where}: unknown key {k!r}{hint}; keys: {', '.join(TOP_KEYS)}")
     out = dict(d)
-    for s in (*SECTIONS, "synth"):
+    for s in (*SECTIONS, "synth", "fusion"):
         v = out.get(s) or {}
         if not isinstance(v, dict):
             raise NocoError(f"{where}: section {s!r} must be a mapping of option: value")
@@ -120,6 +122,17 @@ def _validate(d: dict, where: str) -> dict:
                 close = difflib.get_close_matches(str(k), fields, n=1)
                 hint = f" (did you mean {s}.{close[0]}?)" if close else ""
                 raise NocoError(f"{where}: unknown option {s}.{k}{hint}")
+    if out["fusion"]:
+        from .detector.fusion import check_options
+
+        bad = set(out["fusion"]) - {"mode", "topk", "power"}
+        if bad:
+            raise NocoError(f"{where}: unknown fusion option(s) {', '.join(sorted(bad))} (mode, topk, power)")
+        try:
+            check_options(out["fusion"].get("mode", "none"), out["fusion"].get("topk", 0),
+                          out["fusion"].get("power", 1.0))
+        except NocoError as e:
+            raise NocoError(f"{where}: {e}") from None
     if "data" in out and not isinstance(out["data"], str):
         raise NocoError(f"{where}: 'data' must be a synth preset name or a dataset directory")
     return out

@@ -19,16 +19,25 @@ def register(sub) -> None:
     from ..data.synth import DEFAULT_DIM, PRESETS
 
     p = sub.add_parser(
-        "synth", help="write a simulated dataset (thumos14-sim: every real THUMOS14 video, simulated features)",
+        "synth", help="write a simulated dataset (real THUMOS14 or ActivityNet v1.2 annotations, simulated "
+                      "features)",
         description="Write a simulated dataset in the noco layout. thumos14-sim keeps every real THUMOS14 video "
-                    "(200 Validation + 212 Test) with its real duration, fps and instances; tiny is a handful "
+                    "(200 Validation + 212 Test) with its real duration, fps and instances; anet12-sim keeps "
+                    "every annotated ActivityNet v1.2 video (4441 training + 2198 validation, 100 classes) with "
+                    "features on the W-TALC I3D grid (25 fps, 16-frame snippets, stride 16); tiny is a handful "
                     "of cropped videos for tests.")
     p.add_argument("--preset", required=True, choices=PRESETS)
     p.add_argument("--out", required=True, help="output directory (must be empty unless --force)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed -> same bytes")
     p.add_argument("--dim", type=int, default=DEFAULT_DIM, help=f"feature dimension (default {DEFAULT_DIM})")
+    p.add_argument("--train-videos", type=int, default=0, metavar="N",
+                   help="keep N train videos (deterministic, independent of --seed, every class covered when "
+                        "N >= number of classes; default 0: all)")
+    p.add_argument("--test-videos", type=int, default=0, metavar="M",
+                   help="keep M test videos (same rule; default 0: all)")
     p.add_argument("--set", dest="overrides", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="override a simulation strength (a SimConfig field), e.g. --set noise_std=0.5")
+                   help="override a simulation setting (a SimConfig field) of the preset's defaults, "
+                        "e.g. --set noise_std=0.5")
     p.add_argument("--force", action="store_true", help="write into a non-empty output directory")
     p.add_argument("--check", action="store_true", help="re-load the result and scan it for NaN/inf")
     p.set_defaults(func=_synth)
@@ -71,14 +80,18 @@ def _summarise(root, check: bool) -> None:
 
 
 def _synth(args) -> int:
-    from ..data.synth import SimConfig, generate
+    from ..data.synth import SimConfig, generate, preset_config
 
-    cfg = SimConfig.from_overrides(dict(args.overrides))
+    cfg = SimConfig.from_overrides(dict(args.overrides), base=preset_config(args.preset))
     if args.dim < 1:
         raise NocoError(f"--dim must be a positive integer, found {args.dim}")
     if args.seed < 0:
         raise NocoError(f"--seed must be a non-negative integer, found {args.seed}")
-    out = generate(args.preset, args.out, seed=args.seed, dim=args.dim, force=args.force, config=cfg)
+    for flag, n in (("--train-videos", args.train_videos), ("--test-videos", args.test_videos)):
+        if n < 0:
+            raise NocoError(f"{flag} must be a non-negative integer (0: all videos), found {n}")
+    out = generate(args.preset, args.out, seed=args.seed, dim=args.dim, force=args.force, config=cfg,
+                   train_videos=args.train_videos, test_videos=args.test_videos)
     _summarise(out, args.check)
     return 0
 

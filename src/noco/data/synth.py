@@ -1,4 +1,4 @@
-"""Simulated THUMOS14 benchmark (``noco synth``).
+"""Simulated benchmarks (``noco synth``): THUMOS14 and ActivityNet v1.2.
 
 ``thumos14-sim`` keeps every real THUMOS14 video of both subsets (200 Validation + 212 Test) with
 its real duration, fps, instances and classes, and replaces the I3D features by simulated ones.
@@ -19,12 +19,42 @@ averaged exactly over each snippet window (features are linear in the tracks), t
 ``D`` dimensions by the component vectors. Class and context vectors come from a seed-fixed global
 generator; each video has its own generator seeded by ``(seed, crc32(video_id))``, so the output
 is byte-identical for a given seed, whatever the order or subset of videos generated.
+
+``anet12-sim`` is the paper's second benchmark: the real ActivityNet v1.2 annotations
+(``activity_net.v1-2.min-missing-removed.json``, shipped gzip-compressed and byte-for-byte as
+``resources/activitynet12.json.gz``), 4,441 ``training`` videos (train) and 2,198 ``validation``
+videos (test; ``testing`` has no annotations and is left out), 100 classes sorted by name, with
+features simulated by the same :func:`simulate_video` in the W-TALC I3D convention (25 fps,
+16-frame windows, stride 16: one snippet every 0.64 s). Its :class:`SimConfig`
+(:data:`ANET12_CONFIG`) keeps every amplitude and the noise level of ``thumos14-sim`` and rescales
+the time constants to ActivityNet, whose instances are ~10x longer (median 28.6 s vs 3.0 s), cover
+64% of a video (THUMOS14: 29%), and whose same-class neighbours are ~2.6x further apart
+(median gap 8.6 s vs 3.3 s):
+
+* ``ramp_seconds`` 1 -> 4: 6.25 snippets of ramp at 0.64 s per snippet (THUMOS14: 7.5 snippets at
+  0.13 s), i.e. the same soft boundary in grid units; instances under 8 s (22% of ActivityNet's,
+  vs. 33% under 2 s in THUMOS14) never reach full strength. Scaling by the full 10x (10 s) would
+  leave every instance under 20 s (42%) without a single full-strength snippet;
+* ``context_before``/``context_after`` 4 -> 8 s (2-14 s per instance): the share of background
+  time farther than the mean context from any instance is then 64%, as in THUMOS14 (61% at 4 s),
+  although ActivityNet's background is only 36% of a video; ``context_ramp`` 1 -> 3 s;
+* ``context_gap_fill`` 6 -> 15 s: scaled with the median same-class gap (x2.6): context bridges 71%
+  of the same-class gaps (THUMOS14: 66%) and so invites merging as often;
+* ``noise_corr_seconds`` 1 -> 3 s (4.7 snippets: 1 s would be 1.6 snippets, almost white at this
+  step), so that correlated dips and bumps last long enough to fragment a long instance or fake a
+  short one; ``background_seconds`` 10 -> 20 s (videos are 107 s long in median).
+
+``--train-videos N --test-videos M`` (every preset) keep a deterministic, seed-independent subset of
+each subset (:func:`subsample_videos`): coverage first, then proportional stratification; a video's
+features do not depend on which other videos are generated.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import gzip
+import hashlib
 import io
 import json
 import logging
@@ -42,10 +72,15 @@ from .dataset import expected_snippets
 
 log = logging.getLogger("noco.data")
 
-PRESETS = ("thumos14-sim", "tiny")
+PRESETS = ("thumos14-sim", "tiny", "anet12-sim")
 FPS, FEAT_STRIDE, NUM_FRAMES = 30, 4, 16
 TRAIN_SUBSET, TEST_SUBSET = "Validation", "Test"
 DEFAULT_DIM = 128
+# anet12-sim: W-TALC I3D convention (25 fps, 16-frame windows, stride 16)
+ANET_FPS, ANET_FEAT_STRIDE, ANET_NUM_FRAMES = 25, 16, 16
+ANET_TRAIN_SUBSET, ANET_TEST_SUBSET = "training", "validation"
+ANET_RESOURCE = "resources/activitynet12.json.gz"
+ANET_SOURCE_FILE = "activity_net.v1-2.min-missing-removed.json"
 
 # tiny preset: real videos (first TINY_CROP seconds), chosen to share classes across subsets
 TINY_CROP = 60.0
@@ -96,8 +131,9 @@ class SimConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_overrides(cls, overrides: dict | None = None) -> "SimConfig":
-        cfg = cls()
+    def from_overrides(cls, overrides: dict | None = None, base: "SimConfig | None" = None) -> "SimConfig":
+        """``base`` (default: the field defaults) with ``overrides`` applied, validated."""
+        cfg = copy.deepcopy(base) if base is not None else cls()
         names = {f.name for f in dataclasses.fields(cls)}
         for key, value in (overrides or {}).items():
             if key not in names:
@@ -123,23 +159,145 @@ class SimConfig:
             raise NocoError(f"simulation setting 'action_jitter' must be < 1, found {self.action_jitter}")
 
 
+# ActivityNet time constants (see the module docstring for the reasons); amplitudes as thumos14-sim
+ANET12_OVERRIDES = {
+    "ramp_seconds": 4.0,
+    "context_before": 8.0,
+    "context_after": 8.0,
+    "context_ramp": 3.0,
+    "context_gap_fill": 15.0,
+    "noise_corr_seconds": 3.0,
+    "background_seconds": 20.0,
+}
+ANET12_CONFIG = SimConfig(**ANET12_OVERRIDES)
+
+
+def preset_config(preset: str) -> SimConfig:
+    """The default :class:`SimConfig` of a preset (a fresh copy)."""
+    _check_preset(preset)
+    return copy.deepcopy(ANET12_CONFIG) if preset == "anet12-sim" else SimConfig()
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    """Feature grid and subsets of a preset."""
+
+    fps: float
+    feat_stride: int
+    num_frames: int
+    train_subset: str
+    test_subset: str
+
+
+def preset_spec(preset: str) -> PresetSpec:
+    _check_preset(preset)
+    if preset == "anet12-sim":
+        return PresetSpec(ANET_FPS, ANET_FEAT_STRIDE, ANET_NUM_FRAMES, ANET_TRAIN_SUBSET, ANET_TEST_SUBSET)
+    return PresetSpec(FPS, FEAT_STRIDE, NUM_FRAMES, TRAIN_SUBSET, TEST_SUBSET)
+
+
+def _check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise NocoError(f"unknown synth preset {preset!r} (choose from {', '.join(PRESETS)})")
+
+
 # ---------------------------------------------------------------------- annotations
+def activitynet12_annotations() -> dict:
+    """The real ActivityNet v1.2 annotation file (every subset, taxonomy included), as shipped."""
+    data = resources.files("noco").joinpath(ANET_RESOURCE).read_bytes()
+    return json.loads(gzip.decompress(data).decode("utf-8"))
+
+
 def _real_annotations() -> dict:
     text = resources.files("noco").joinpath("resources/thumos14.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 
 def real_classes(annotations: dict | None = None) -> list[str]:
-    """THUMOS14 classes ordered by label_id."""
+    """THUMOS14 classes ordered by label_id (or any annotation object's classes: ordered by
+    label_id when every instance has one, else sorted by name, as the dataset loader does)."""
     db = (annotations or _real_annotations())["database"]
-    ids = {a["label"]: a["label_id"] for v in db.values() for a in v["annotations"]}
-    return sorted(ids, key=ids.get)
+    anns = [a for v in db.values() for a in v.get("annotations", [])]
+    if anns and all("label_id" in a for a in anns):
+        ids = {a["label"]: a["label_id"] for a in anns}
+        return sorted(ids, key=ids.get)
+    return sorted({a["label"] for a in anns})
 
 
-def build_annotations(preset: str) -> dict:
-    """The annotation object a preset writes as ``annotations.json`` (ActivityNet layout)."""
-    if preset not in PRESETS:
-        raise NocoError(f"unknown synth preset {preset!r} (choose from {', '.join(PRESETS)})")
+def preset_classes(preset: str) -> list[str]:
+    """Every class of a preset (also those a subsample lacks): THUMOS14's 20 by label_id, or
+    ActivityNet v1.2's 100 sorted by name."""
+    _check_preset(preset)
+    return real_classes(activitynet12_annotations() if preset == "anet12-sim" else None)
+
+
+def _stable_hash(texts: list[str]) -> np.ndarray:
+    """64-bit hashes of strings that do not depend on the Python process (unlike ``hash``)."""
+    return np.array([int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "big")
+                     for t in texts], dtype=np.uint64)
+
+
+def subsample_videos(db: dict, subset: str, n: int | None) -> list[str]:
+    """A deterministic, seed-independent choice of ``n`` videos of ``subset`` (sorted ids; all when
+    ``n`` is 0 or None).
+
+    Videos are ranked by a stable hash of their id within each class. First comes one video per
+    class (classes in the order of a stable hash of their name), so that any ``n`` at least the
+    number of classes covers every class, and two subsamples of different sizes cover nested
+    class sets (the first ``k`` classes of that order). Then each class's remaining videos follow
+    at the quantiles ``(rank + 0.5) / count`` of the class (systematic proportional stratification):
+    every class keeps its share of the subset, within about one video. Videos without an instance
+    come last, in hash order.
+    """
+    vids = sorted(v for v, e in db.items() if e.get("subset") == subset)
+    if n is None or n == 0:
+        return vids
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise NocoError(f"the number of {subset!r} videos to keep must be a non-negative integer, found {n!r}")
+    if n > len(vids):
+        raise NocoError(f"cannot keep {n} videos of subset {subset!r}: it has {len(vids)}")
+    if n == len(vids):
+        return vids
+    labels = [sorted({a["label"] for a in db[v].get("annotations", [])}) for v in vids]
+    classes = sorted({c for ls in labels for c in ls})
+    cidx = {c: i for i, c in enumerate(classes)}
+    vh = _stable_hash(vids)
+    pv = np.array([i for i, ls in enumerate(labels) for _ in ls], dtype=np.int64)  # (video, class) pairs
+    pc = np.array([cidx[c] for ls in labels for c in ls], dtype=np.int64)
+    key = 3.0 + np.zeros(len(vids))  # no instance: last
+    if len(pv):
+        order = np.lexsort((pv, vh[pv], pc))  # by class, then video hash
+        pv, pc = pv[order], pc[order]
+        count = np.bincount(pc, minlength=len(classes))
+        first = np.cumsum(count) - count
+        rank = np.arange(len(pc)) - first[pc]
+        class_rank = np.empty(len(classes), dtype=np.int64)
+        class_rank[np.lexsort((np.arange(len(classes)), _stable_hash(classes)))] = np.arange(len(classes))
+        pair_key = np.where(rank == 0, class_rank[pc] / len(classes), 1.0 + (rank + 0.5) / count[pc])
+        np.minimum.at(key, pv, pair_key)
+    keep = np.lexsort((np.arange(len(vids)), vh, key))[:n]
+    return [vids[i] for i in np.sort(keep)]
+
+
+def build_annotations(preset: str, *, train_videos: int | None = None, test_videos: int | None = None) -> dict:
+    """The annotation object a preset writes as ``annotations.json`` (ActivityNet layout), with the
+    train/test subsets optionally subsampled (:func:`subsample_videos`)."""
+    _check_preset(preset)
+    if preset == "anet12-sim":
+        real = activitynet12_annotations()
+        db = real["database"]
+        keep = set(subsample_videos(db, ANET_TRAIN_SUBSET, train_videos))
+        keep |= set(subsample_videos(db, ANET_TEST_SUBSET, test_videos))
+        out = {"version": real.get("version", "activitynet-1.2"),
+               "database": {vid: v for vid, v in db.items() if vid in keep}}
+        return _note_subsample(out, train_videos, test_videos)
+    if train_videos or test_videos:
+        full = build_annotations(preset)
+        db = full["database"]
+        keep = set(subsample_videos(db, TRAIN_SUBSET, train_videos))
+        keep |= set(subsample_videos(db, TEST_SUBSET, test_videos))
+        out = {**full, "database": {vid: v for vid, v in db.items() if vid in keep}}
+        return _note_subsample(out, train_videos, test_videos)
     real = _real_annotations()
     if preset == "thumos14-sim":
         return real
@@ -157,20 +315,35 @@ def build_annotations(preset: str) -> dict:
     return {"version": f"{real.get('version', 'thumos14')}-tiny{int(TINY_CROP)}s", "database": out}
 
 
-def dataset_description(preset: str, seed: int, dim: int, config: SimConfig) -> dict:
-    return {
+def _note_subsample(ann: dict, train_videos: int | None, test_videos: int | None) -> dict:
+    if train_videos or test_videos:
+        ann["version"] = (f"{ann['version']} (noco subsample: {train_videos or 'all'} train / "
+                          f"{test_videos or 'all'} test videos)")
+    return ann
+
+
+def dataset_description(preset: str, seed: int, dim: int, config: SimConfig, *,
+                        train_videos: int | None = None, test_videos: int | None = None) -> dict:
+    spec = preset_spec(preset)
+    desc = {
         "annotations": "annotations.json",
         "features": "features",
-        "fps": FPS,
-        "feat_stride": FEAT_STRIDE,
-        "num_frames": NUM_FRAMES,
-        "train_subset": TRAIN_SUBSET,
-        "test_subset": TEST_SUBSET,
-        "classes": real_classes(),
+        "fps": spec.fps,
+        "feat_stride": spec.feat_stride,
+        "num_frames": spec.num_frames,
+        "train_subset": spec.train_subset,
+        "test_subset": spec.test_subset,
+        "classes": preset_classes(preset),
         "name": preset,
         "generator": {"program": "noco synth", "preset": preset, "seed": seed, "dim": dim,
                       "sim": config.to_dict()},
     }
+    if preset == "anet12-sim":
+        desc["source"] = (f"real ActivityNet v1.2 annotations ({ANET_SOURCE_FILE}; 'testing' left out: no "
+                          f"annotations), simulated I3D-like features")
+    if train_videos or test_videos:
+        desc["generator"]["subsample"] = {"train_videos": train_videos or None, "test_videos": test_videos or None}
+    return desc
 
 
 # ---------------------------------------------------------------------- vectors
@@ -317,19 +490,26 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 # ---------------------------------------------------------------------- driver
 def generate(preset: str, out: str | Path, *, seed: int = 0, dim: int = DEFAULT_DIM, force: bool = False,
-             config: SimConfig | None = None, progress: bool | None = None) -> Path:
+             config: SimConfig | None = None, progress: bool | None = None,
+             train_videos: int | None = None, test_videos: int | None = None) -> Path:
     """Write a simulated dataset (layout of :mod:`noco.data.dataset`) to ``out``; returns ``out``.
 
+    ``config`` defaults to the preset's (:func:`preset_config`). ``train_videos``/``test_videos``
+    keep a deterministic, seed-independent subset of the train/test videos (0 or None: all).
     ``dataset.json`` is written last: a folder without it is an interrupted generation.
     """
-    if preset not in PRESETS:
-        raise NocoError(f"unknown synth preset {preset!r} (choose from {', '.join(PRESETS)})")
-    if not isinstance(seed, int) or seed < 0:
+    _check_preset(preset)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise NocoError(f"--seed must be a non-negative integer, found {seed!r}")
-    if not isinstance(dim, int) or dim < 1:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise NocoError(f"--dim must be a positive integer, found {dim!r}")
-    config = copy.deepcopy(config) if config is not None else SimConfig()
+    for flag, n in (("--train-videos", train_videos), ("--test-videos", test_videos)):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise NocoError(f"{flag} must be a non-negative integer (0: all videos), found {n!r}")
+    config = copy.deepcopy(config) if config is not None else preset_config(preset)
     config.validate()
+    spec = preset_spec(preset)
+    ann = build_annotations(preset, train_videos=train_videos, test_videos=test_videos)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NocoError(f"{out}: exists and is not a directory")
@@ -338,8 +518,7 @@ def generate(preset: str, out: str | Path, *, seed: int = 0, dim: int = DEFAULT_
     from ..io import check_writable_dir
 
     check_writable_dir(out)
-    ann = build_annotations(preset)
-    classes = real_classes()
+    classes = preset_classes(preset)
     comps = make_components(len(classes), dim, seed, config)
     db = ann["database"]
     vids = sorted(db)
@@ -353,11 +532,13 @@ def generate(preset: str, out: str | Path, *, seed: int = 0, dim: int = DEFAULT_
     feat_dir.mkdir(parents=True, exist_ok=True)
     for vid in tqdm(vids, desc=f"synth {preset}", unit="video", disable=not progress):
         v = db[vid]
-        vfps = float(v.get("fps", FPS))
-        t = expected_snippets(float(v["duration"]), vfps, FEAT_STRIDE, NUM_FRAMES)
-        feats = simulate_video(v, t, classes, comps, config, video_rng(seed, vid), fps=vfps)
+        vfps = float(v.get("fps", spec.fps))
+        t = expected_snippets(float(v["duration"]), vfps, spec.feat_stride, spec.num_frames)
+        feats = simulate_video(v, t, classes, comps, config, video_rng(seed, vid), fps=vfps,
+                               feat_stride=spec.feat_stride, num_frames=spec.num_frames)
         atomic_write_bytes(feat_dir / f"{vid}.npy", _npy_bytes(feats))
     atomic_write_text(out / "annotations.json", json.dumps(ann) + "\n")
-    atomic_write_json(out / "dataset.json", dataset_description(preset, seed, dim, config), indent=1)
+    desc = dataset_description(preset, seed, dim, config, train_videos=train_videos, test_videos=test_videos)
+    atomic_write_json(out / "dataset.json", desc, indent=1)
     log.info("%s: wrote %s (%d videos, feature dim %d, seed %d)", out, preset, len(vids), dim, seed)
     return out

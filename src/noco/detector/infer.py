@@ -39,6 +39,48 @@ def effective_grid(feat_stride: int, num_frames: int, factor: int) -> tuple[int,
     return feat_stride * factor, num_frames + (factor - 1) * feat_stride
 
 
+def resize_features(x: torch.Tensor, length: int) -> torch.Tensor:
+    """``[T, D]`` features resized to ``[length, D]`` by linear interpolation (``align_corners=False``,
+    as ActionFormer/TriDet's ``force_upsampling``): output step ``i`` samples the input at snippet
+    position ``clamp((i + 0.5) * T / length - 0.5, 0, T - 1)``. ``T == length`` returns ``x``."""
+    if x.shape[0] == length:
+        return x
+    if x.shape[0] == 0:
+        raise NocoError(f"features of shape {tuple(x.shape)} have no snippets to resize to {length} steps")
+    y = torch.nn.functional.interpolate(x.T[None], size=length, mode="linear", align_corners=False)
+    return y[0].T.contiguous()
+
+
+def detector_features(x: torch.Tensor, cfg: DetectorConfig) -> torch.Tensor:
+    """A video's snippet features ``[T, D]`` as the network's input steps: resized to
+    ``cfg.fixed_length`` steps when it is set, else averaged ``cfg.input_downsample`` to 1."""
+    if cfg.fixed_length:
+        return resize_features(x, cfg.fixed_length)
+    return downsample_features(x, cfg.input_downsample)
+
+
+def input_steps(num_snippets: int, cfg: DetectorConfig) -> int:
+    """Number of network input steps of a video of ``num_snippets`` snippets (= detector_features' length)."""
+    return cfg.fixed_length or math.ceil(num_snippets / cfg.input_downsample)
+
+
+def detector_grid(feat_stride: int, num_frames: int, num_snippets: int, cfg: DetectorConfig,
+                  ) -> tuple[float, float]:
+    """``(stride, frames)`` of the network's input grid, for ``noco.data.grid`` (seconds <-> steps).
+
+    The one mapping used by training labels (``make_sample``) and decoded detections (``detect``).
+    ``cfg.fixed_length`` = L > 0: the snippets cover frames ``[0, (T - 1) * feat_stride + num_frames)``
+    and each of the L resized steps covers an equal share of that span: ``stride = frames = span / L``
+    (ActionFormer's convention; step ``i`` is centred on frame ``(i + 0.5) * stride``). Otherwise
+    the grid of ``input_downsample`` averaging (:func:`effective_grid`).
+    """
+    if cfg.fixed_length:
+        span = (num_snippets - 1) * feat_stride + num_frames
+        stride = span / cfg.fixed_length
+        return stride, stride
+    return effective_grid(feat_stride, num_frames, cfg.input_downsample)
+
+
 def padded_length(t: int, cfg: DetectorConfig, training: bool = False) -> int:
     """Network input length for a ``t``-step sequence: the next multiple of the largest stride
     (padding-invariant model); TriDet's own rule otherwise (max_seq_len in training and for
@@ -107,9 +149,9 @@ def detect(model: TriDet, features, video_meta, cfg: DetectorConfig | None = Non
     if x.dim() != 2 or x.shape[1] != cfg.input_dim:
         raise NocoError(f"features of shape {tuple(x.shape)} do not fit the detector (expected [T, {cfg.input_dim}])")
     fps, duration = float(_meta(video_meta, "fps")), float(_meta(video_meta, "duration"))
-    stride, frames = effective_grid(int(_meta(video_meta, "feat_stride")), int(_meta(video_meta, "num_frames")),
-                                    cfg.input_downsample)
-    x = downsample_features(x, cfg.input_downsample)
+    stride, frames = detector_grid(int(_meta(video_meta, "feat_stride")), int(_meta(video_meta, "num_frames")),
+                                   x.shape[0], cfg)
+    x = detector_features(x, cfg)
     t = x.shape[0]
     length = padded_length(t, cfg)
     inp = x.new_zeros(1, cfg.input_dim, length)
