@@ -20,12 +20,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="NoCo: weakly-supervised temporal action localization by pseudo-label noise correction.",
     )
     p.add_argument("--version", action="version", version=f"noco {__version__}")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                   help="logging verbosity (default INFO)")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=LEVELS,
+                   help="logging verbosity (default INFO); also accepted after the command")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"noco.commands.{name}").register(sub)
+    _add_log_level(sub)
     return p
+
+
+LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _add_log_level(sub: argparse._SubParsersAction) -> None:
+    """``--log-level`` on every (nested) sub-command too, e.g. ``noco run --log-level warning ...``."""
+    for parser in set(sub.choices.values()):
+        if not any("--log-level" in a.option_strings for a in parser._actions):
+            parser.add_argument("--log-level", default=argparse.SUPPRESS, type=str.upper, choices=LEVELS,
+                                help="logging verbosity (default INFO)")
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                _add_log_level(a)
 
 
 def main(argv: list[str] | None = None) -> int:
