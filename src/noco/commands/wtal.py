@@ -24,6 +24,40 @@ def _threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise)."""
+    from ..detector.train import dist_info
+
+    return dist_info()[1]
+
+
+def _only_rank0(what: str) -> bool:
+    """Under torchrun, prediction-like commands run on rank 0 only; True when this rank should skip."""
+    from ..detector.train import dist_info
+
+    world, rank, _ = dist_info()
+    if world > 1 and rank > 0:
+        log.info(f"{what}: not distributed; rank {rank} leaves it to rank 0")
+        return True
+    return False
+
+
+def add_device_argument(q) -> None:
+    """``--device`` of a computing command: default None = CUDA when available, else the CPU."""
+    q.add_argument("--device", default=None,
+                   help="torch device: cpu, cuda or cuda:N (default: cuda when available, else cpu; "
+                        "under torchrun each process uses cuda:LOCAL_RANK)")
+
+
+def add_preset_argument(q, section: str) -> None:
+    """``--preset``: a shipped preset name or a YAML file (its ``section`` is used), as `noco run`."""
+    from ..presets import names
+
+    q.add_argument("--preset", default="cpu", metavar="NAME|FILE.yaml",
+                   help=f"configuration: a shipped preset ({', '.join(names())}) or a YAML file (its "
+                        f"'{section}' section), e.g. a run's W/config.yaml (default cpu = thumos14-cpu)")
+
+
 def _parse_set(items: list[str] | None) -> dict:
     import yaml
 
@@ -54,7 +88,8 @@ def _train(args) -> int:
     ds = load_dataset(args.data)
     path = train_wtal(ds, cfg, args.out, device=args.device, seed=args.seed, val_fraction=args.val_fraction,
                       resume=args.resume, progress=_progress())
-    print(path)
+    if _rank() == 0:
+        print(path)
     return 0
 
 
@@ -64,6 +99,8 @@ def _predict(args) -> int:
     from ..labels.instances import write_instances
     from ..wtal.train import predict_wtal
 
+    if _only_rank0("wtal predict"):
+        return 0
     ds = load_dataset(args.data)
     dets = predict_wtal(args.ckpt, ds, args.subset, device=args.device, progress=_progress(),
                         overrides=_parse_set(args.set))
@@ -78,6 +115,8 @@ def _propose(args) -> int:
     from ..labels.instances import write_instances
     from ..wtal.train import filter_baseline, propose_wtal
 
+    if _only_rank0("wtal propose"):
+        return 0
     ds = load_dataset(args.data)
     pool = propose_wtal(args.ckpt, ds, args.subset, device=args.device, progress=_progress(),
                         overrides=_parse_set(args.set))
@@ -102,7 +141,7 @@ def register(sub) -> None:
         q.add_argument("--data", required=True, type=Path, help="dataset directory (holds dataset.json)")
         if ckpt:
             q.add_argument("--ckpt", required=True, type=Path, help="WTAL checkpoint (W/wtal.pt)")
-        q.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+        add_device_argument(q)
         q.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a WTAL config option (repeatable), e.g. --set hidden_dim=512")
         q.add_argument("--threads", type=int, default=None,
@@ -110,10 +149,12 @@ def register(sub) -> None:
 
     t = wsub.add_parser("train", help="train on the training subset's video-level labels",
                         description="Train the WTAL base model. Writes W/wtal.pt (selected epoch) and "
-                                    "W/last.pt (latest epoch, for --resume).")
+                                    "W/last.pt (latest epoch, for --resume). Under torchrun (see "
+                                    "docs/SCALING.md) trains with DistributedDataParallel; the batch size "
+                                    "is per process.")
     common(t, ckpt=False)
     t.add_argument("--out", required=True, type=Path, help="output directory W")
-    t.add_argument("--preset", default="cpu", choices=["cpu", "paper"], help="config preset (default cpu)")
+    add_preset_argument(t, "wtal")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--val-fraction", type=float, default=0.1,
                    help="fraction of training videos held out to select the epoch (default 0.1)")

@@ -55,6 +55,8 @@ class OnlineCorrection:
         self.last_corrected: dict[str, int] = {}
         self.stats: dict[str, int] = {k: 0 for k in _STAT_KEYS}
         self.last_stats: dict[str, int] = {k: 0 for k in _STAT_KEYS}
+        self._dirty: set[str] = set()  # videos corrected here since the last distributed sync
+        self._stats_base: dict[str, int] = dict(self.stats)
 
     # ------------------------------------------------------------------ teacher predictions
     @torch.no_grad()
@@ -118,6 +120,7 @@ class OnlineCorrection:
                 q = self.predict(vid)
                 self.labels[vid] = self._correct(vid, self.labels[vid], q, st)
                 self.last_corrected[vid] = int(step)
+                self._dirty.add(vid)
                 st["corrections"] += 1
             out.append(self.labels[vid])
         self.last_stats = st
@@ -127,6 +130,50 @@ class OnlineCorrection:
 
     def after_step(self, model: nn.Module, step: int) -> None:
         self.teacher.update(model)
+
+    # ------------------------------------------------------------------ devices and DDP
+    def to(self, device) -> "OnlineCorrection":
+        """Move the teacher to ``device`` (the training loop passes each rank's device)."""
+        self.teacher.module.to(device)
+        return self
+
+    def sync_distributed(self, all_gather: Callable[[object], list]) -> None:
+        """Exchange the ranks' corrections (DistributedDataParallel; called by every rank together).
+
+        Each rank corrects only the videos of its shard of the global batch. ``all_gather(obj)``
+        returns every rank's ``obj`` in rank order (``torch.distributed.all_gather_object``); the
+        payload is this rank's videos corrected since the last sync, as plain lists. Every rank then
+        adopts, per video, the most recent correction (highest step; ties: lowest rank), so all
+        ranks hold the whole online set again, as a single process would; statistics add up the
+        ranks' increments. Label sets round-trip exactly (float32 -> Python float -> float32)."""
+        vids = sorted(self._dirty)
+        mine = {
+            "labels": {v: [self.labels[v].segments.tolist(), self.labels[v].labels.tolist(),
+                           self.labels[v].scores.tolist(), self.labels[v].weights.tolist()] for v in vids},
+            "last_corrected": {v: int(self.last_corrected.get(v, -1)) for v in vids},
+            "stats": {k: int(self.stats[k] - self._stats_base[k]) for k in _STAT_KEYS},
+        }
+        parts = all_gather(mine)
+        newest: dict[str, tuple[int, int]] = {}  # video -> (step, -rank) of the copy to adopt
+        for r, part in enumerate(parts):  # per rank and video, not per instance
+            for v, s in part["last_corrected"].items():
+                key = (int(s), -r)
+                if v not in newest or key > newest[v]:
+                    newest[v] = key
+        unknown = [v for v in newest if v not in self.initial]
+        if unknown:
+            raise NocoError(f"online correction: ranks disagree on the training videos (e.g. {unknown[0]})")
+        for v, (s, neg_rank) in newest.items():
+            segs, labels, scores, weights = parts[-neg_rank]["labels"][v]
+            self.labels[v] = Instances(torch.tensor(segs, dtype=torch.float32).reshape(-1, 2),
+                                       torch.tensor(labels, dtype=torch.long),
+                                       torch.tensor(scores, dtype=torch.float32),
+                                       torch.tensor(weights, dtype=torch.float32))
+            if s >= 0:
+                self.last_corrected[v] = s
+        self.stats = {k: self._stats_base[k] + sum(int(p["stats"][k]) for p in parts) for k in _STAT_KEYS}
+        self._stats_base = dict(self.stats)
+        self._dirty.clear()
 
     def final_labels(self) -> dict[str, Instances]:
         return dict(self.labels)
@@ -177,3 +224,5 @@ class OnlineCorrection:
         self.last_corrected = {str(k): int(v) for k, v in dict(d.get("last_corrected", {})).items()}
         st = dict(d.get("stats", {}))
         self.stats = {k: int(st.get(k, 0)) for k in _STAT_KEYS}
+        self._stats_base = dict(self.stats)
+        self._dirty = set()

@@ -14,9 +14,10 @@ import math
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,7 +31,8 @@ from ..io import atomic_save_torch, check_writable_dir, load_checkpoint
 from ..labels.instances import Instances
 from .assign import assign_labels
 from .config import DetectorConfig
-from .infer import detect, downsample_features, effective_grid, padded_length, video_meta
+from .infer import (detect, detector_grid, downsample_features, input_steps, padded_length, resize_features,
+                    video_meta)
 from .loss import detection_loss
 from .model import TriDet
 
@@ -137,20 +139,22 @@ def check_labels(ins: Instances, video_id: str, num_classes: int) -> None:
 
 def make_sample(dataset, video, ins: Instances, cfg: DetectorConfig, gen: torch.Generator | None,
                 hpm: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One training sample: features ``[D, T]`` and instances on the (down-sampled) grid.
+    """One training sample: features ``[D, T]`` and instances on the network's input grid
+    (down-sampled, or resized to ``cfg.fixed_length`` steps; ``infer.detector_grid``).
 
     With ``gen``: random crop to a ratio in ``crop_ratio`` of the length, truncation of longer
     videos to ``max_seq_len`` at a start that keeps at least one instance with ``>= trunc_thresh``
-    of it inside (clipped), Gaussian input noise. ``gen=None``: the whole video, no noise.
+    of it inside (clipped), Gaussian input noise. ``gen=None``: the whole video, no noise. With
+    ``fixed_length`` the crop and truncation apply to the resized steps (as in ActionFormer).
     Returns ``(x, segments [N, 2], labels [N], weights [N])``.
     """
     d = cfg.input_downsample
-    stride, frames = effective_grid(dataset.feat_stride, dataset.num_frames, d)
+    raw = dataset.features(video.id)
+    stride, frames = detector_grid(dataset.feat_stride, dataset.num_frames, raw.shape[0], cfg)
     segs = sec_to_grid(ins.segments.double(), video.fps, stride, frames).float()
     labels = ins.labels
     weights = ins.weights if hpm else torch.ones(len(ins))
-    raw = dataset.features(video.id)
-    total = math.ceil(raw.shape[0] / d)
+    total = input_steps(raw.shape[0], cfg)
     length = total
     if gen is not None:
         if total > cfg.max_seq_len:
@@ -174,8 +178,11 @@ def make_sample(dataset, video, ins: Instances, cfg: DetectorConfig, gen: torch.
         labels, weights = labels[keep], weights[keep]
     else:
         st = 0
-    x = torch.from_numpy(np.array(raw[st * d:(st + length) * d], dtype=np.float32))
-    x = downsample_features(x, d)
+    if cfg.fixed_length:
+        x = resize_features(torch.from_numpy(np.array(raw, dtype=np.float32)), cfg.fixed_length)[st:st + length]
+    else:
+        x = torch.from_numpy(np.array(raw[st * d:(st + length) * d], dtype=np.float32))
+        x = downsample_features(x, d)
     if gen is not None and cfg.input_noise > 0:
         x = x + cfg.input_noise * torch.randn(x.shape, generator=gen)
     return x.T.contiguous(), segs, labels, weights
@@ -191,24 +198,125 @@ def collate(xs: Sequence[torch.Tensor], cfg: DetectorConfig) -> tuple[torch.Tens
     return batch, mask
 
 
-# ---------------------------------------------------------------------- distributed
-def _dist_info() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+# ---------------------------------------------------------------------- devices and distributed
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA when available, else the CPU. A malformed name or CUDA asked for
+    on a machine without it is a NocoError (not a deep traceback on the first tensor moved)."""
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise NocoError(f"--device {device!r}: not a torch device (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NocoError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise NocoError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type not in ("cpu", "mps", "xpu"):
+        raise NocoError(f"--device {device!r}: unsupported device type {dev.type!r}")
+    return dev
+
+
+def dist_info() -> tuple[int, int, int]:
+    """``(world size, rank, local rank)`` from torchrun's environment; ``(1, 0, 0)`` without it."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise NocoError("WORLD_SIZE, RANK and LOCAL_RANK must be integers (set by torchrun)") from None
+    if world < 1 or not 0 <= rank < world:
+        raise NocoError(f"inconsistent torchrun environment: RANK {rank}, WORLD_SIZE {world}")
     return world, rank, local
 
 
-def _init_distributed(device: str) -> tuple[int, int, torch.device]:
-    world, rank, local = _dist_info()
-    dev = torch.device(device)
+def init_distributed(device: str | torch.device | None) -> tuple[int, int, torch.device]:
+    """Join the process group of a torchrun launch when ``WORLD_SIZE`` > 1 (nccl on CUDA, gloo on
+    the CPU). Returns ``(world, rank, device)``; under torchrun on CUDA the device is
+    ``cuda:LOCAL_RANK`` whatever index was asked for (one process per GPU)."""
+    world, rank, local = dist_info()
+    dev = resolve_device(device)
     if world > 1:
         if dev.type == "cuda":
+            if local >= torch.cuda.device_count():
+                raise NocoError(f"LOCAL_RANK {local}, but this node has {torch.cuda.device_count()} CUDA device(s): "
+                                f"--nproc_per_node must not exceed the GPUs of a node")
             dev = torch.device("cuda", local)
             torch.cuda.set_device(dev)
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return world, rank, dev
+
+
+def all_gather_objects(obj: Any) -> list:
+    """Every rank's ``obj`` (picklable plain data), in rank order; ``[obj]`` outside a process group."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op outside a process group)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------- mixed precision
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise NocoError(f"precision must be one of {', '.join(PRECISIONS)}, found {precision!r}")
+    return precision
+
+
+def autocast(device: str | torch.device, precision: str):
+    """``torch.autocast`` in bfloat16 on the device's type for ``precision="bf16"``; a disabled
+    (no-op) context for ``"fp32"``. Wraps the network's forward only: losses, the Trident softmax and
+    decoding run in fp32 on outputs cast back by ``float_outputs``."""
+    dev = torch.device(device)
+    return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=check_precision(precision) == "bf16")
+
+
+def float_outputs(out: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's output dict with every floating tensor in float32 (others untouched)."""
+    return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in out.items()}
+
+
+@contextmanager
+def forward_precision(model: nn.Module, precision: str) -> Iterator[nn.Module]:
+    """Within the block every ``model(...)`` call runs under ``autocast(precision)`` and returns fp32
+    outputs, so that callers such as ``detector.infer.detect`` decode in fp32 unchanged. ``"fp32"``
+    changes nothing. The hooks are removed on exit (also after an exception in the forward)."""
+    if check_precision(precision) == "fp32":
+        yield model
+        return
+    active: list = []
+
+    def pre(module, args):
+        dev = next(module.parameters()).device
+        ctx = autocast(dev, precision)
+        ctx.__enter__()
+        active.append(ctx)
+
+    def post(module, args, out):
+        if active:
+            active.pop().__exit__(None, None, None)
+        return float_outputs(out) if isinstance(out, Mapping) else out
+
+    h1 = model.register_forward_pre_hook(pre)
+    h2 = model.register_forward_hook(post, always_call=True)
+    try:
+        yield model
+    finally:
+        h1.remove()
+        h2.remove()
+        while active:
+            active.pop().__exit__(None, None, None)
 
 
 # ---------------------------------------------------------------------- training
@@ -226,8 +334,9 @@ def _load_init(model: TriDet, init: str | Path, dataset) -> None:
 
 
 def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_dir: str | Path, *,
-                   init: str | Path | None = None, device: str = "cpu", seed: int = 0, resume: bool = False,
-                   val_fraction: float = 0.0, hpm: bool = True, log_every: int = 50) -> Path:
+                   init: str | Path | None = None, device: str | torch.device | None = "cpu", seed: int = 0,
+                   resume: bool = False, val_fraction: float = 0.0, hpm: bool = True, log_every: int = 50,
+                   precision: str = "fp32") -> Path:
     """Train TriDet on the dataset's training subset with labels from ``label_source``.
 
     ``cfg.input_dim``/``num_classes`` are taken from the dataset. ``init``: a checkpoint whose
@@ -235,12 +344,23 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
     exists. ``val_fraction``: hold out that fraction of the training videos and log the EMA model's
     mAP on them against their labels (as given by ``label_source`` before training) every epoch.
     ``hpm=False``: every instance weight is 1. Under ``torchrun`` (``WORLD_SIZE`` > 1) trains with
-    DistributedDataParallel; ``cfg.batch_size`` is per process. Returns the checkpoint path.
+    DistributedDataParallel; ``cfg.batch_size`` is per process (global batch = batch_size x world
+    size); each rank corrects the labels of the videos it trains on, and before every checkpoint the
+    ranks exchange their corrections (``label_source.sync_distributed``, when it has one) so that the
+    checkpoint holds the whole online set. A run may be resumed on another world size (a changed
+    global batch is logged; ``batch_size`` may change when the global batch stays the same).
+    ``device``: None = CUDA when available. ``precision``: ``"fp32"`` or ``"bf16"`` (autocast of
+    the student's forward; loss, Trident decoding and the teacher stay fp32); a runtime choice, not
+    part of the config, recorded in the checkpoint. Returns the checkpoint path.
     """
     cfg = dataclasses.replace(cfg, input_dim=dataset.feat_dim, num_classes=dataset.num_classes).validate()
     if not 0.0 <= val_fraction < 1.0:
         raise NocoError(f"val_fraction must be in [0, 1), found {val_fraction}")
-    world, rank, dev = _init_distributed(device)
+    check_precision(precision)
+    world, rank, dev = init_distributed(device)
+    to_device = getattr(label_source, "to", None)
+    if callable(to_device):  # e.g. the online correction's teacher: on this rank's device
+        to_device(dev)
     out_dir = Path(out_dir)
     if rank == 0:
         check_writable_dir(out_dir)
@@ -274,14 +394,10 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
     history: list[dict] = []
 
     if resume and ckpt_path.is_file():
-        ck = load_checkpoint(ckpt_path, map_location=str(dev))
-        if ck.get("config") != cfg.to_dict():
-            diff = sorted(k for k, v in cfg.to_dict().items() if (ck.get("config") or {}).get(k) != v)
-            raise NocoError(f"{ckpt_path}: cannot resume with a different config (differs in: {', '.join(diff)})")
-        run = {"world_size": world, "seed": seed, "hpm": hpm, "val_fraction": val_fraction}
-        diff = [f"{k} {ck.get(k)!r} (now {v!r})" for k, v in run.items() if ck.get(k) != v]
-        if diff:
-            raise NocoError(f"{ckpt_path}: cannot resume with different run settings: checkpoint has {', '.join(diff)}")
+        # on the CPU: RNG states must stay CPU tensors; weights and optimizer state move on loading
+        ck = load_checkpoint(ckpt_path, map_location="cpu")
+        _check_resume(ck, cfg, ckpt_path, world=world, seed=seed, hpm=hpm, val_fraction=val_fraction,
+                      precision=precision, log_it=rank == 0)
         dataset.check_settings(ck["dataset"], what=f"checkpoint {ckpt_path}")
         model.load_state_dict(ck["model"])
         ema.module.load_state_dict(ck["ema"])
@@ -301,8 +417,9 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
     model.train()
     if rank == 0:
         n_par = sum(p.numel() for p in model.parameters())
-        log.info("detector: %d parameters, %d training videos, %d steps/epoch x %d epochs (global batch %d)",
-                 n_par, len(videos), steps_per_epoch, cfg.epochs, global_batch)
+        log.info("detector: %d parameters, %d training videos, %d steps/epoch x %d epochs (global batch %d = "
+                 "%d x %d processes), %s on %s", n_par, len(videos), steps_per_epoch, cfg.epochs, global_batch,
+                 cfg.batch_size, world, precision, dev)
 
     for epoch in range(start_epoch, cfg.epochs):
         order = torch.randperm(len(videos), generator=_generator(seed, 1, epoch))
@@ -312,54 +429,72 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
                                                                               (rank + 1) * cfg.batch_size]
             batch_videos = [videos[int(order[int(k) % len(videos)])] for k in slots]
             ids = [v.id for v in batch_videos]
-            labels = label_source.labels_for(ids, step)
+            with _phase("labels"):  # the label source (online correction: the teacher, AIC, MIC)
+                labels = label_source.labels_for(ids, step)
             if len(labels) != len(ids):
                 raise NocoError(f"label source returned {len(labels)} label sets for {len(ids)} videos")
             samples = []
-            for slot, v, ins in zip(slots.tolist(), batch_videos, labels):
-                check_labels(ins, v.id, cfg.num_classes)
-                samples.append(make_sample(dataset, v, ins.to("cpu"), cfg, _generator(seed, 2, step, slot), hpm))
-            x, mask = collate([s[0] for s in samples], cfg)
-            x, mask = x.to(dev), mask.to(dev)
+            with _phase("samples"):
+                for slot, v, ins in zip(slots.tolist(), batch_videos, labels):
+                    check_labels(ins, v.id, cfg.num_classes)
+                    samples.append(make_sample(dataset, v, ins.to("cpu"), cfg, _generator(seed, 2, step, slot), hpm))
+                x, mask = collate([s[0] for s in samples], cfg)
+                x, mask = x.to(dev), mask.to(dev)
             torch.manual_seed(_seed(seed, 3, step, rank))  # drop-path
-            out = net(x, mask)
-            targets = [assign_labels(out["points"], s[1].to(dev), s[2].to(dev), s[3].to(dev), cfg.num_classes,
-                                     cfg.center_sample_radius, out["mask"][i]) for i, s in enumerate(samples)]
-            cls_t, reg_t, w_t = (torch.stack(t) for t in zip(*targets))
-            focal, diou, num_pos = detection_loss(out, cls_t, reg_t, w_t, alpha=cfg.focal_alpha,
-                                                  gamma=cfg.focal_gamma, iou_power=cfg.iou_weight_power)
-            if world > 1:
-                n = torch.tensor([float(num_pos)], device=dev)
-                dist.all_reduce(n)
-                num_pos = int(n.item())
-            m = cfg.loss_norm_momentum
-            norm = m * norm + (1 - m) * max(num_pos, 1)
-            loss = (focal + cfg.reg_loss_weight * diou) / norm
-            lr = learning_rate(cfg, step, steps_per_epoch)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
+            with _phase("forward"), autocast(dev, precision):
+                out = net(x, mask)
+            if precision != "fp32":
+                out = float_outputs(out)  # loss and Trident softmax in fp32
+            with _phase("loss"):  # label assignment and the loss (fp32)
+                targets = [assign_labels(out["points"], s[1].to(dev), s[2].to(dev), s[3].to(dev), cfg.num_classes,
+                                         cfg.center_sample_radius, out["mask"][i]) for i, s in enumerate(samples)]
+                cls_t, reg_t, w_t = (torch.stack(t) for t in zip(*targets))
+                focal, diou, num_pos = detection_loss(out, cls_t, reg_t, w_t, alpha=cfg.focal_alpha,
+                                                      gamma=cfg.focal_gamma, iou_power=cfg.iou_weight_power)
+                if world > 1:
+                    n = torch.tensor([float(num_pos)], device=dev)
+                    dist.all_reduce(n)
+                    num_pos = int(n.item())
+                m = cfg.loss_norm_momentum
+                norm = m * norm + (1 - m) * max(num_pos, 1)
+                loss = (focal + cfg.reg_loss_weight * diou) / norm
+                # (loss, cls, reg) for logging; under DDP this rank's shares -> the global batch's
+                # values, the same on every rank
+                loss_t = torch.stack((loss.detach(), focal.detach() / norm, diou.detach() / norm))
+                if world > 1:
+                    dist.all_reduce(loss_t)
+                # schedule position (= step, unless a resume changed the global batch and so steps/epoch)
+                lr = learning_rate(cfg, epoch * steps_per_epoch + it, steps_per_epoch)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            (loss * world).backward()  # DDP averages gradients; the sums are over the global batch
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            ema.update(model)
-            label_source.after_step(model, step)
+            with _phase("backward"):
+                (loss * world).backward()  # DDP averages gradients; the sums are over the global batch
+            with _phase("optimizer"):
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+            with _phase("ema"):  # the model EMA and the label source's teacher
+                ema.update(model)
+                label_source.after_step(model, step)
             step += 1
-            loss_v = float(loss.detach())
-            if not math.isfinite(loss_v):
+            loss_v, cls_v, reg_v = loss_t.tolist()
+            if not math.isfinite(loss_v):  # every rank sees the same global value: all stop together
                 raise NocoError(f"detector training diverged at step {step} (loss {loss_v}); "
                                 f"lower the learning rate (now {cfg.lr})")
             loss_sum += loss_v
             n_steps += 1
             if rank == 0 and log_every and step % log_every == 0:
                 log.info("epoch %d step %d: loss %.4f (cls %.4f, reg %.4f) lr %.2e, %d positives, %.2f s/step",
-                         epoch + 1, step, loss_v, float(focal.detach()) / norm, float(diou.detach()) / norm, lr, num_pos,
+                         epoch + 1, step, loss_v, cls_v, reg_v, lr, num_pos,
                          (time.time() - t_epoch) / n_steps)
         record = {"epoch": epoch + 1, "loss": loss_sum / max(n_steps, 1), "seconds": time.time() - t_epoch}
         if val_videos and rank == 0:
             record["val_map"] = _validate(ema.module, dataset, val_videos, val_labels)
         history.append(record)
+        sync = getattr(label_source, "sync_distributed", None)
+        if world > 1 and callable(sync):
+            sync(all_gather_objects)  # every rank's corrections -> the whole online set on every rank
         if rank == 0:
             log.info("epoch %d/%d: mean loss %.4f, %.1f s%s", epoch + 1, cfg.epochs, record["loss"],
                      record["seconds"], f", val mAP {record['val_map']:.4f}" if "val_map" in record else "")
@@ -370,11 +505,45 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
                 "scheduler": {"steps_per_epoch": steps_per_epoch, "last_step": step, "last_lr": lr},
                 "epoch": epoch + 1, "step": step, "loss_norm": norm, "rng": _rng_state(),
                 "label_source": label_source.state_dict(), "seed": seed, "hpm": hpm, "world_size": world,
-                "val_fraction": val_fraction, "history": history,
+                "val_fraction": val_fraction, "history": history, "precision": precision,
             })
         if world > 1:
             dist.barrier()
     return ckpt_path
+
+
+def _phase(name: str):
+    """A named range for ``torch.profiler`` (``noco.train.<name>``; see docs/SCALING.md)."""
+    return torch.profiler.record_function(f"noco.train.{name}")
+
+
+def _check_resume(ck: Mapping, cfg: DetectorConfig, path: Path, *, world: int, seed: int, hpm: bool,
+                  val_fraction: float, precision: str, log_it: bool) -> None:
+    """A checkpoint continues only the same training: same config (``batch_size`` may differ when
+    ``batch_size x world size`` stays the same), seed, HPM and held-out fraction. Another world size
+    is allowed (the global batch changes; logged); so is another precision (a runtime choice)."""
+    old = dict(ck.get("config") or {})
+    new = cfg.to_dict()
+    diff = sorted(k for k in set(old) | set(new) if k != "batch_size" and old.get(k) != new.get(k))
+    if diff:
+        raise NocoError(f"{path}: cannot resume with a different config (differs in: {', '.join(diff)})")
+    run = {"seed": seed, "hpm": hpm, "val_fraction": val_fraction}
+    bad = [f"{k} {ck.get(k)!r} (now {v!r})" for k, v in run.items() if ck.get(k) != v]
+    if bad:
+        raise NocoError(f"{path}: cannot resume with different run settings: checkpoint has {', '.join(bad)}")
+    old_world = int(ck.get("world_size", 1))
+    old_bs = int(old.get("batch_size", cfg.batch_size))
+    old_global, new_global = old_bs * old_world, cfg.batch_size * world
+    if old_bs != cfg.batch_size and old_global != new_global:
+        raise NocoError(f"{path}: cannot resume with batch_size {cfg.batch_size} x {world} process(es) = "
+                        f"{new_global}: the checkpoint has {old_bs} x {old_world} = {old_global}; batch_size "
+                        f"may only change so as to keep the global batch")
+    if log_it and old_global != new_global:
+        log.warning("%s: resuming with a global batch of %d (%d x %d processes) instead of %d (%d x %d): "
+                    "steps per epoch and the schedule follow the new global batch", path, new_global,
+                    cfg.batch_size, world, old_global, old_bs, old_world)
+    if log_it and ck.get("precision", "fp32") != precision:
+        log.info("%s: resuming in %s (the checkpoint was trained in %s)", path, precision, ck.get("precision", "fp32"))
 
 
 def _validate(model: TriDet, dataset, videos, labels: Mapping[str, Instances]) -> float:

@@ -197,16 +197,23 @@ def _better(cur: dict, best: dict | None) -> bool:
     return abs(cur["loss"] - best["loss"]) <= 1e-12 and not math.isnan(cm) and (math.isnan(bm) or cm > bm)
 
 
-def _check_resume(ck: dict, cfg: WtalConfig, settings: dict, seed: int, val_fraction: float, path: Path) -> None:
+def _check_resume(ck: dict, cfg: WtalConfig, settings: dict, seed: int, val_fraction: float, path: Path,
+                  world: int = 1) -> None:
+    """Same config (``epochs`` may grow; ``batch_size`` may change only so as to keep the global
+    batch ``batch_size x world size``), dataset, seed and val_fraction. Another world size is allowed."""
     if ck.get("kind") != CKPT_KIND:
         raise NocoError(f"{path}: not a WTAL training checkpoint (kind {ck.get('kind')!r})")
     old = dict(ck.get("config", {}))
     new = cfg.to_dict()
-    old.pop("epochs", None)
-    new.pop("epochs", None)
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    diff = sorted(k for k in set(old) | set(new) if k not in ("epochs", "batch_size") and old.get(k) != new.get(k))
     if diff:
         raise NocoError(f"{path}: cannot resume, the config differs in: {', '.join(diff)}")
+    old_world = int(ck.get("world_size", 1))
+    old_bs = int(old.get("batch_size", cfg.batch_size))
+    if old_bs != cfg.batch_size and old_bs * old_world != cfg.batch_size * world:
+        raise NocoError(f"{path}: cannot resume, the config differs in: batch_size ({old_bs} x {old_world} "
+                        f"process(es) in the checkpoint, {cfg.batch_size} x {world} now; batch_size may only "
+                        f"change so as to keep the global batch)")
     if ck.get("dataset") != settings:
         raise NocoError(f"{path}: cannot resume, the checkpoint was trained on a dataset with other settings")
     if int(ck.get("seed", -1)) != int(seed) or abs(float(ck.get("val_fraction", -1)) - float(val_fraction)) > 1e-12:
@@ -218,7 +225,7 @@ def train_wtal(
     dataset,
     cfg: WtalConfig | None = None,
     out_dir: str | Path = "wtal",
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = "cpu",
     seed: int = 0,
     val_fraction: float = 0.1,
     *,
@@ -231,7 +238,17 @@ def train_wtal(
     ``resume``: False starts afresh (overwriting ``out_dir``'s checkpoints); True continues from
     ``out_dir/last.pt`` (a run with another config, dataset, seed or val_fraction is a NocoError;
     ``epochs`` may grow); ``"auto"`` continues when compatible and otherwise starts afresh with a
-    warning (for callers that cache by config)."""
+    warning (for callers that cache by config). ``device``: None = CUDA when available.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is trained with DistributedDataParallel (nccl on
+    CUDA, gloo on the CPU): ``cfg.batch_size`` is per process, every global batch of
+    ``batch_size x world size`` videos is split into disjoint contiguous shards (the last, partial
+    batch too; a rank left without a video contributes a zero-weighted one), and each rank's loss is
+    weighted by its share, so the gradients are those of one process with the global batch. Snippet
+    sampling is drawn for the whole global batch on every rank (the sampler does not depend on the
+    world size); dropout draws per process. Rank 0 evaluates, selects and writes the checkpoints;
+    the other ranks wait (barrier). The result equals one process with ``batch_size x world size``
+    up to float rounding when dropout is off, and in distribution otherwise."""
     cfg = (cfg or make_config("cpu")).validate()
     with torch_threads(cfg.num_threads):
         return _train_wtal(dataset, cfg, out_dir, device, seed, val_fraction, resume, progress)
@@ -239,13 +256,13 @@ def train_wtal(
 
 def _train_wtal(dataset, cfg: WtalConfig, out_dir, device, seed: int, val_fraction: float,
                 resume: bool | str, progress: bool) -> Path:
+    from ..detector.train import _seed, all_gather_objects, barrier, init_distributed
+
     if resume not in (True, False, "auto"):
         raise NocoError(f"resume must be True, False or 'auto', found {resume!r}")
     cfg = (cfg or make_config("cpu")).validate()
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise NocoError("--device cuda requested but CUDA is not available")
-    out_dir = check_writable_dir(out_dir)
+    world, rank, device = init_distributed(device)
+    out_dir = check_writable_dir(out_dir) if rank == 0 else Path(out_dir)
     settings = dataset.settings()
     classes = list(dataset.classes)
     k = len(classes)
@@ -260,6 +277,8 @@ def _train_wtal(dataset, cfg: WtalConfig, out_dir, device, seed: int, val_fracti
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(int(seed))
     model = _model_for(cfg, feat_dim, k, device)
+    if rank > 0:  # dropout differs between ranks; rank 0 keeps the single-process stream
+        torch.manual_seed(_seed(seed, 11, 0, rank))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_epoch, step, best, history = 0, 0, None, []
     last_path, best_path = out_dir / LAST_NAME, out_dir / BEST_NAME
@@ -267,11 +286,12 @@ def _train_wtal(dataset, cfg: WtalConfig, out_dir, device, seed: int, val_fracti
     if resume and last_path.is_file():
         ck = load_checkpoint(last_path, map_location="cpu")
         try:
-            _check_resume(ck, cfg, settings, seed, val_fraction, last_path)
+            _check_resume(ck, cfg, settings, seed, val_fraction, last_path, world)
         except NocoError as e:
             if resume != "auto":
                 raise
-            log.warning(f"wtal: {e}; training from scratch")
+            if rank == 0:
+                log.warning(f"wtal: {e}; training from scratch")
             ck = None
     if ck is not None:
         model.load_state_dict(ck["model"])
@@ -279,13 +299,29 @@ def _train_wtal(dataset, cfg: WtalConfig, out_dir, device, seed: int, val_fracti
         start_epoch, step = int(ck["epoch"]), int(ck["step"])
         best = ck.get("best") or None
         history = list(ck.get("history", []))
-        torch.set_rng_state(ck["rng"]["torch"])
+        per_rank = ck["rng"].get("torch_ranks") or []
+        if len(per_rank) == world:
+            torch.set_rng_state(per_rank[rank])
+        elif rank == 0:
+            torch.set_rng_state(ck["rng"]["torch"])
+        else:
+            torch.manual_seed(_seed(seed, 11, start_epoch, rank))
         gen.set_state(ck["rng"]["sampler"])
-        log.info(f"wtal: resuming {last_path} after epoch {start_epoch}")
-    elif resume:
+        old_global = int(ck["config"].get("batch_size", cfg.batch_size)) * int(ck.get("world_size", 1))
+        if rank == 0:
+            log.info(f"wtal: resuming {last_path} after epoch {start_epoch}")
+            if old_global != cfg.batch_size * world:
+                log.warning(f"wtal: the global batch changes from {old_global} to {cfg.batch_size * world} "
+                            f"({cfg.batch_size} x {world} processes)")
+    elif resume and rank == 0:
         log.info(f"wtal: nothing to resume in {out_dir}, training from scratch")
 
-    def checkpoint(epoch: int, with_optimizer: bool) -> dict[str, Any]:
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def checkpoint(epoch: int, with_optimizer: bool, rank_states: list | None = None) -> dict[str, Any]:
         ck = {
             "kind": CKPT_KIND,
             "config": cfg.to_dict(),
@@ -298,6 +334,7 @@ def _train_wtal(dataset, cfg: WtalConfig, out_dir, device, seed: int, val_fracti
             "step": step,
             "seed": int(seed),
             "val_fraction": float(val_fraction),
+            "world_size": world,
             "train_videos": [data.videos[i].id for i in train_idx],
             "val_videos": [data.videos[i].id for i in val_idx],
             "selection": SELECTION,
@@ -307,77 +344,107 @@ def _train_wtal(dataset, cfg: WtalConfig, out_dir, device, seed: int, val_fracti
         if with_optimizer:
             ck["optimizer"] = opt.state_dict()
             ck["rng"] = {"torch": torch.get_rng_state(), "sampler": gen.get_state()}
+            if rank_states:
+                ck["rng"]["torch_ranks"] = rank_states
         return ck
 
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    global_batch = cfg.batch_size * world
+    steps_per_epoch = math.ceil(len(train_idx) / global_batch)
     bar = None
     if progress is None:
         from ..data.dataset import _stderr_is_tty
 
         progress = _stderr_is_tty()
-    if progress and start_epoch < cfg.epochs:
+    if progress and rank == 0 and start_epoch < cfg.epochs:
         from tqdm import tqdm
 
         bar = tqdm(total=(cfg.epochs - start_epoch) * steps_per_epoch, desc="wtal train", unit="step",
                    leave=False, dynamic_ncols=True)
+    if rank == 0 and world > 1:
+        log.info(f"wtal: DistributedDataParallel on {world} processes ({device.type}), global batch "
+                 f"{global_batch} = {cfg.batch_size} x {world}")
     t_start = time.time()
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            model.train()
+            net.train()
             perm = torch.randperm(len(train_idx), generator=gen).tolist()
             run_loss, run_n = 0.0, 0
-            for b in range(0, len(perm), cfg.batch_size):
-                vids = [data.videos[train_idx[i]] for i in perm[b: b + cfg.batch_size]]
+            for b in range(0, len(perm), global_batch):
+                gvids = [data.videos[train_idx[i]] for i in perm[b: b + global_batch]]
+                # every rank draws the snippets of the whole global batch, in order: the sampler's
+                # stream is the single-process one whatever the world size
+                gidx = [sample_indices(int(v.num_snippets), cfg.num_segments, gen) for v in gvids]
+                n = len(gvids)
+                lo, hi = min(rank * cfg.batch_size, n), min((rank + 1) * cfg.batch_size, n)
+                mine = list(range(lo, hi)) or [0]  # no video left for this rank: one with weight 0
                 seqs = []
-                for v in vids:  # per video of the batch
-                    x = data.features(v.id)
-                    seqs.append(x[sample_indices(x.shape[0], cfg.num_segments, gen)])
+                for j in mine:  # per video of this rank's shard
+                    x = data.features(gvids[j].id)
+                    if x.shape[0] != int(gvids[j].num_snippets):
+                        raise NocoError(f"video {gvids[j].id}: field 'num_snippets' is {gvids[j].num_snippets} "
+                                        f"but its features have {x.shape[0]} snippets")
+                    seqs.append(x[gidx[j]])
                 x, valid = _pad(seqs)
-                y = multi_hot([v.class_ids for v in vids], k)
-                out = model(x.to(device), valid.to(device))
+                y = multi_hot([gvids[j].class_ids for j in mine], k)
+                out = net(x.to(device), valid.to(device))
                 losses = wtal_losses(out, y.to(device), cfg)
+                total = losses["total"]
+                if world > 1:  # DDP averages over ranks: weight each shard's mean by its share
+                    total = total * ((hi - lo) * world / n)
                 opt.zero_grad(set_to_none=True)
-                losses["total"].backward()
+                total.backward()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
                 step += 1
-                lv = float(losses["total"].detach())
+                if world > 1:  # the global batch's mean loss, the same on every rank
+                    s = losses["total"].detach() * (hi - lo)
+                    torch.distributed.all_reduce(s)
+                    lv = float(s) / n
+                else:
+                    lv = float(losses["total"].detach())
                 if not math.isfinite(lv):
                     raise NocoError(f"wtal: the training loss became {lv} at epoch {epoch + 1}, step {step} "
                                     f"(lower lr, currently {cfg.lr})")
-                run_loss += lv * len(vids)
-                run_n += len(vids)
+                run_loss += lv * n
+                run_n += n
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{run_loss / run_n:.4f}")
             rec: dict[str, Any] = {"epoch": epoch + 1, "train_loss": run_loss / max(run_n, 1)}
-            evaluate_now = ((epoch + 1) % cfg.eval_every == 0) or epoch + 1 == cfg.epochs
-            if val_idx and evaluate_now:
-                ev = _evaluate(model, data, val_idx, cfg, device)
-                rec.update(val_map=ev["map"], val_loss=ev["loss"])
-                cur = {"epoch": epoch + 1, "map": ev["map"], "loss": ev["loss"]}
-                is_best = _better(cur, best)
+            rank_states = all_gather_objects(torch.get_rng_state()) if world > 1 else None
+            if rank == 0:
+                evaluate_now = ((epoch + 1) % cfg.eval_every == 0) or epoch + 1 == cfg.epochs
+                if val_idx and evaluate_now:
+                    ev = _evaluate(model, data, val_idx, cfg, device)
+                    rec.update(val_map=ev["map"], val_loss=ev["loss"])
+                    cur = {"epoch": epoch + 1, "map": ev["map"], "loss": ev["loss"]}
+                    is_best = _better(cur, best)
+                else:
+                    cur = {"epoch": epoch + 1, "map": float("nan"), "loss": float("nan")}
+                    is_best = not val_idx  # without held-out videos the last epoch is the model
+                history.append(rec)
+                if is_best:
+                    best = cur
+                    atomic_save_torch(best_path, checkpoint(epoch + 1, with_optimizer=False))
+                atomic_save_torch(last_path, checkpoint(epoch + 1, with_optimizer=True, rank_states=rank_states))
+                log.debug(f"wtal epoch {epoch + 1}: {rec}")
             else:
-                cur = {"epoch": epoch + 1, "map": float("nan"), "loss": float("nan")}
-                is_best = not val_idx  # without held-out videos the last epoch is the model
-            history.append(rec)
-            if is_best:
-                best = cur
-                atomic_save_torch(best_path, checkpoint(epoch + 1, with_optimizer=False))
-            atomic_save_torch(last_path, checkpoint(epoch + 1, with_optimizer=True))
-            log.debug(f"wtal epoch {epoch + 1}: {rec}")
+                history.append(rec)
+            barrier()  # the other ranks wait for rank 0's evaluation and checkpoints
     finally:
         if bar is not None:
             bar.close()
-    if not best_path.is_file():
+    if rank == 0 and not best_path.is_file():
         # e.g. resumed a finished run whose best file was deleted: the last epoch stands in
         atomic_save_torch(best_path, checkpoint(start_epoch, with_optimizer=False))
-    msg = f"wtal: trained {cfg.epochs} epochs ({time.time() - t_start:.1f} s this run)"
-    if best and best.get("epoch"):
-        msg += (f"; selected epoch {best['epoch']} (held-out loss {best.get('loss', float('nan')):.4f}, "
-                f"video mAP {best.get('map', float('nan')):.4f})")
-    log.info(msg)
+    barrier()
+    if rank == 0:
+        msg = f"wtal: trained {cfg.epochs} epochs ({time.time() - t_start:.1f} s this run)"
+        if best and best.get("epoch"):
+            msg += (f"; selected epoch {best['epoch']} (held-out loss {best.get('loss', float('nan')):.4f}, "
+                    f"video mAP {best.get('map', float('nan')):.4f})")
+        log.info(msg)
     return best_path
 
 
@@ -430,6 +497,9 @@ def infer_video(model: WtalModel, feats: torch.Tensor, cfg: WtalConfig, device="
 
 
 def _run(ckpt, dataset, subset, device, progress, overrides, mode: str) -> dict[str, Instances]:
+    from ..detector.train import resolve_device
+
+    device = resolve_device(device)  # None: CUDA when available; a bad name is a NocoError
     with torch_threads(1):  # many small ops: one thread is fastest (see torch_threads)
         return _run_inner(ckpt, dataset, subset, device, progress, overrides, mode)
 
@@ -467,7 +537,8 @@ def _run_inner(ckpt, dataset, subset, device, progress, overrides, mode: str) ->
 def predict_wtal(ckpt, dataset, subset: str | None = None, *, device="cpu", progress: bool = False,
                  overrides: dict[str, Any] | None = None) -> dict[str, Instances]:
     """Post-NMS detections on ``subset`` (default: the test subset). Classes are chosen from the
-    model's video scores (> ``class_threshold``, else the best one); video labels are not used."""
+    model's video scores (> ``class_threshold``, else the best one); video labels are not used.
+    The network runs on ``device`` (None: CUDA when available), proposals on the CPU."""
     return _run(ckpt, dataset, subset or dataset.test_subset, device, progress, overrides, "predict")
 
 
