@@ -85,3 +85,21 @@ def test_external_base_model_proposals(tiny, tmp_path):
     wide = torch.sort(pool[vid].segments[: len(gt[vid])], dim=0).values
     assert (got[:, 0] >= wide[:, 0] - 1e-4).all() and (got[:, 1] <= wide[:, 1] + 1e-4).all()
     assert (got[:, 0] > wide[:, 0] + 1e-3).any() and (got[:, 1] < wide[:, 1] - 1e-3).any()
+
+
+def test_run_under_torchrun_two_processes(tiny, tmp_path):
+    """`torchrun -m noco run` (gloo on the CPU): training stages on both ranks, the rest on rank 0;
+    one set of outputs, the same rows as a single process, both ranks exit 0."""
+    out = tmp_path / "W"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "noco", "run", "--data", str(tiny), "--out", str(out), "--device", "cpu",
+           "--set", "detector.batch_size=1", *FAST]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["rows"]) == {"wtal", "a", "g"}
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["world_size"] == 2
+    assert r.stdout.count("g: f + HPM (NoCo)") == 1  # the table is printed once (rank 0)
+    assert json.loads((out / "predictions.json").read_text())["results"]

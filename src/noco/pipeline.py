@@ -211,7 +211,7 @@ def simulated_note(ds) -> str:
 # --------------------------------------------------------------------------- stages
 class Pipeline:
     def __init__(self, dataset, out: Path, cfg: PipelineConfig, seed: int = 0, device: str = "cpu",
-                 proposals: Path | None = None, wtal_predictions: Path | None = None):
+                 proposals: Path | None = None, wtal_predictions: Path | None = None, precision: str = "fp32"):
         """``proposals`` / ``wtal_predictions``: another WTAL method's training-subset proposal pool
         and test-subset detections (ActivityNet result format) instead of the built-in base model."""
         self.proposals = Path(proposals) if proposals else None
@@ -223,21 +223,48 @@ class Pipeline:
         self.cfg = cfg
         self.seed = seed
         self.device = device
+        self.precision = precision  # detector training / inference: "fp32" or "bf16" (a runtime choice)
         self.sdir = self.out / f"seed{seed}"
         self.timings: dict[str, float] = {}
+        # Under torchrun every rank runs the pipeline: training stages run on all ranks (DDP), the
+        # single-process stages (proposals, CALA, prediction, evaluation) and every file write on
+        # rank 0 while the others wait; every rank then reads the same files.
+        from .detector.train import dist_info
+
+        self.world, self.rank = dist_info()[:2]
 
     # ---- helpers
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def _sync(self) -> None:
+        from .detector.train import barrier
+
+        barrier()
+
     def _cached(self, path: Path, key: Any) -> bool:
-        """True when ``path`` exists and was produced by the same stage configuration."""
-        meta = path.with_name(path.name + ".meta.json")
-        if path.is_file() and meta.is_file():
-            if read_json(meta, "stage metadata").get("fingerprint") == _fingerprint(key):
-                return True
-            log.warning(f"noco: {path} was made with another configuration; recomputing it")
-        return False
+        """True when ``path`` exists and was produced by the same stage configuration (rank 0
+        decides for every rank)."""
+        hit = False
+        if self.main:
+            meta = path.with_name(path.name + ".meta.json")
+            if path.is_file() and meta.is_file():
+                if read_json(meta, "stage metadata").get("fingerprint") == _fingerprint(key):
+                    hit = True
+                else:
+                    log.warning(f"noco: {path} was made with another configuration; recomputing it")
+        if self.world > 1:
+            import torch.distributed as dist
+
+            flag = [hit]
+            dist.broadcast_object_list(flag, src=0)
+            hit = bool(flag[0])
+        return hit
 
     def _mark(self, path: Path, key: Any) -> None:
-        atomic_write_json(path.with_name(path.name + ".meta.json"), {"fingerprint": _fingerprint(key)})
+        if self.main:
+            atomic_write_json(path.with_name(path.name + ".meta.json"), {"fingerprint": _fingerprint(key)})
 
     def _prepare(self, stage_dir: Path, key: Any) -> Path:
         """A training stage's folder; emptied first when it holds a run of another configuration (so
@@ -246,12 +273,14 @@ class Pipeline:
 
         tag = stage_dir / "stage.json"
         fp = _fingerprint(key)
-        if stage_dir.exists() and (not tag.is_file() or read_json(tag, "stage tag").get("fingerprint") != fp):
-            if any(stage_dir.iterdir()):
-                log.warning(f"noco: {stage_dir} holds a run of another configuration; starting it again")
-            shutil.rmtree(stage_dir)
-        check_writable_dir(stage_dir)
-        atomic_write_json(tag, {"fingerprint": fp})
+        if self.main:
+            if stage_dir.exists() and (not tag.is_file() or read_json(tag, "stage tag").get("fingerprint") != fp):
+                if any(stage_dir.iterdir()):
+                    log.warning(f"noco: {stage_dir} holds a run of another configuration; starting it again")
+                shutil.rmtree(stage_dir)
+            check_writable_dir(stage_dir)
+            atomic_write_json(tag, {"fingerprint": fp})
+        self._sync()
         return stage_dir
 
     def _timed(self, name: str, t0: float) -> None:
@@ -288,6 +317,7 @@ class Pipeline:
         if Path(path) != ck:
             raise NocoError(f"internal: WTAL checkpoint expected at {ck}, got {path}")
         self._mark(ck, self.wtal_key())
+        self._sync()
         self._timed("wtal_train", t0)
         return ck
 
@@ -303,9 +333,12 @@ class Pipeline:
                     raise NocoError("no WTAL test detections for the external base model (--wtal-predictions)")
                 dets = self._external(self.wtal_predictions, self.ds.test_subset, "WTAL test detections")
             else:
-                dets = predict_wtal(self.wtal_checkpoint(), self.ds, self.ds.test_subset, device=self.device)
-            write_instances(path, dets, self.ds.classes, with_weight=False)
+                ck = self.wtal_checkpoint()
+                dets = predict_wtal(ck, self.ds, self.ds.test_subset, device=self.device) if self.main else {}
+            if self.main:
+                write_instances(path, dets, self.ds.classes, with_weight=False)
             self._mark(path, key)
+            self._sync()
             self._timed("wtal_predict", t0)
         return read_instances(path, self.ds.classes)
 
@@ -321,9 +354,12 @@ class Pipeline:
                 pool = self._external(self.proposals, self.ds.train_subset, "proposal pool")
             else:
                 log.info("noco: [stage 1] dense proposal pool O on the training subset")
-                pool = propose_wtal(self.wtal_checkpoint(), self.ds, self.ds.train_subset, device=self.device)
-            write_instances(path, pool, self.ds.classes, with_weight=False)
+                ck = self.wtal_checkpoint()
+                pool = propose_wtal(ck, self.ds, self.ds.train_subset, device=self.device) if self.main else {}
+            if self.main:
+                write_instances(path, pool, self.ds.classes, with_weight=False)
             self._mark(path, key)
+            self._sync()
             self._timed("wtal_propose", t0)
         return read_instances(path, self.ds.classes)
 
@@ -338,9 +374,12 @@ class Pipeline:
         key = self.wtal_key()
         if not self._cached(path, key):
             t0 = time.perf_counter()
-            scores = video_scores(self.wtal_checkpoint(), self.ds, self.ds.test_subset, device=self.device)
-            write_video_scores(path, scores, self.ds.classes)
+            ck = self.wtal_checkpoint()
+            if self.main:
+                scores = video_scores(ck, self.ds, self.ds.test_subset, device=self.device)
+                write_video_scores(path, scores, self.ds.classes)
             self._mark(path, key)
+            self._sync()
             self._timed("wtal_video_scores", t0)
         return read_video_scores(path, self.ds.classes)
 
@@ -368,15 +407,17 @@ class Pipeline:
         if not self._cached(path, key):
             pool = self.proposal_pool()
             t0 = time.perf_counter()
-            if name == "a":
-                labels = baseline_filter_all(pool, conf=corr.cala_conf, nms=corr.cala_nms)
-            elif name == "b":
-                log.info("noco: [stage 1] CALA: context-aware label augmentation")
-                labels = cala_all(pool, **corr.cala_kwargs())
-            else:
+            if name not in ("a", "b"):
                 raise NocoError(f"unknown label set {name!r}")
-            write_instances(path, labels, self.ds.classes)
+            if self.main:
+                if name == "a":
+                    labels = baseline_filter_all(pool, conf=corr.cala_conf, nms=corr.cala_nms)
+                else:
+                    log.info("noco: [stage 1] CALA: context-aware label augmentation")
+                    labels = cala_all(pool, **corr.cala_kwargs())
+                write_instances(path, labels, self.ds.classes)
             self._mark(path, key)
+            self._sync()
             self._timed(f"labels_{name}", t0)
         return read_instances(path, self.ds.classes)
 
@@ -415,8 +456,9 @@ class Pipeline:
             log.info(f"noco: [stage 2] training TriDet for row {row} on {len(initial)} videos' labels")
             source = StaticLabels(initial)
             ck = train_detector(self.ds, source, self.cfg.detector, rdir / "train", device=self.device,
-                                seed=self.seed, resume=True, hpm=False)
-            write_instances(rdir / "labels.json", initial, self.ds.classes)
+                                seed=self.seed, resume=True, hpm=False, precision=self.precision)
+            if self.main:
+                write_instances(rdir / "labels.json", initial, self.ds.classes)
         else:
             teacher_ck = self.row_checkpoint(spec["teacher"])
             t0 = time.perf_counter()
@@ -424,11 +466,15 @@ class Pipeline:
             log.info(f"noco: [stage 3] row {row}: student from the teacher of row {spec['teacher']}, "
                      f"mode={spec['mode']} AIC={spec['use_aic']} MIC={spec['use_mic']} HPM={spec['hpm']}")
             ck = train_detector(self.ds, source, self.cfg.student, rdir / "train", init=teacher_ck,
-                                device=self.device, seed=self.seed, resume=True, hpm=spec["hpm"])
-            final = self._final_source_labels(ck, source)
-            write_instances(rdir / "labels.json", final, self.ds.classes)
-        _copy_atomic(ck, done)
+                                device=self.device, seed=self.seed, resume=True, hpm=spec["hpm"],
+                                precision=self.precision)
+            if self.main:
+                final = self._final_source_labels(ck, source)
+                write_instances(rdir / "labels.json", final, self.ds.classes)
+        if self.main:
+            _copy_atomic(ck, done)
         self._mark(done, key)
+        self._sync()
         self._timed(f"row_{row}_train", t0)
         return done
 
@@ -468,9 +514,12 @@ class Pipeline:
         if not self._cached(path, key):
             ck = self.row_checkpoint(row)
             t0 = time.perf_counter()
-            dets = predict_detector(ck, self.ds, self.ds.test_subset, device=self.device)
-            write_instances(path, dets, self.ds.classes, with_weight=False)
+            if self.main:
+                dets = predict_detector(ck, self.ds, self.ds.test_subset, device=self.device,
+                                        precision=self.precision)
+                write_instances(path, dets, self.ds.classes, with_weight=False)
             self._mark(path, key)
+            self._sync()
             self._timed(f"row_{row}_predict", t0)
         return read_instances(path, self.ds.classes)
 
@@ -488,29 +537,33 @@ class Pipeline:
             key["fusion"] = fusion
         if self._cached(path, key):
             return read_json(path)
+        # stages every rank takes part in (they synchronise), then the evaluation on rank 0
         preds = self.wtal_test_predictions() if name == "wtal" else self.row_predictions(name)
-        gt = self.ds.ground_truth(self.ds.test_subset)
-        res = evaluate(gt, preds, self.ds.num_classes, self.cfg.tiou)
-        m: dict[str, Any] = {"row": name, "seed": self.seed, "tiou": res["tiou"], "mAP": res["mAP"],
-                             "average": res["average"], "averages": named_averages(res["tiou"], res["mAP"])}
-        if fusion and name != "wtal":
-            from .detector.fusion import fuse_all
-
-            scores = self.wtal_video_scores()
-            if scores is None:
-                log.warning("noco: fusion needs the built-in WTAL model's video scores; not with --proposals")
-            else:
-                fr = evaluate(gt, fuse_all(preds, scores, **fusion), self.ds.num_classes, self.cfg.tiou)
-                m["fused"] = {"fusion": fusion, "mAP": fr["mAP"], "average": fr["average"],
-                              "averages": named_averages(fr["tiou"], fr["mAP"])}
+        scores = self.wtal_video_scores() if fusion and name != "wtal" else None
         # the quality of the training labels: what the row trained on (the WTAL row: what it hands on)
-        labels = self.label_set("a") if name == "wtal" else read_instances(mdir / "labels.json", self.ds.classes)
-        train = self.ds.subset(self.ds.train_subset)
-        m["labels"] = label_quality(self.ds.ground_truth(self.ds.train_subset), labels,
-                                    {v.id: v.duration for v in train}, self.ds.num_classes)
-        atomic_write_json(path, m, indent=1)
+        wtal_labels = self.label_set("a") if name == "wtal" else None
+        if self.main:
+            gt = self.ds.ground_truth(self.ds.test_subset)
+            res = evaluate(gt, preds, self.ds.num_classes, self.cfg.tiou)
+            m: dict[str, Any] = {"row": name, "seed": self.seed, "tiou": res["tiou"], "mAP": res["mAP"],
+                                 "average": res["average"], "averages": named_averages(res["tiou"], res["mAP"])}
+            if fusion and name != "wtal":
+                from .detector.fusion import fuse_all
+
+                if scores is None:
+                    log.warning("noco: fusion needs the built-in WTAL model's video scores; not with --proposals")
+                else:
+                    fr = evaluate(gt, fuse_all(preds, scores, **fusion), self.ds.num_classes, self.cfg.tiou)
+                    m["fused"] = {"fusion": fusion, "mAP": fr["mAP"], "average": fr["average"],
+                                  "averages": named_averages(fr["tiou"], fr["mAP"])}
+            labels = wtal_labels if name == "wtal" else read_instances(mdir / "labels.json", self.ds.classes)
+            train = self.ds.subset(self.ds.train_subset)
+            m["labels"] = label_quality(self.ds.ground_truth(self.ds.train_subset), labels,
+                                        {v.id: v.duration for v in train}, self.ds.num_classes)
+            atomic_write_json(path, m, indent=1)
         self._mark(path, key)
-        return m
+        self._sync()
+        return read_json(path)
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:

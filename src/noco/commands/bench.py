@@ -37,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("--snippets", type=int, default=None,
                    help="snippets per video (default 2304: TriDet's THUMOS max_seq_len)")
     p.add_argument("--json", metavar="OUT", help="write all numbers and machine info to this JSON file")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--skip-train", action="store_true", help="do not time training steps (slow at paper size on CPU)")
@@ -50,6 +50,7 @@ def register(sub) -> None:
 
 def run_bench_cmd(args) -> int:
     from ..bench import format_table, run_bench
+    from ..detector.train import resolve_device
     from ..io import atomic_write_json, check_writable_dir
 
     sizes = ["cpu", "paper"] if args.size == "both" else [args.size]  # small first: ru_maxrss only grows
@@ -58,7 +59,7 @@ def run_bench_cmd(args) -> int:
         if out.is_dir():
             raise NocoError(f"--json {out}: is a directory")
         check_writable_dir(out.parent if str(out.parent) else Path("."))
-    res = run_bench(sizes, num_videos=args.videos, repeats=args.repeats, device=args.device,
+    res = run_bench(sizes, num_videos=args.videos, repeats=args.repeats, device=str(resolve_device(args.device)),
                     threads=args.threads, skip_train=args.skip_train, skip_eval=args.skip_eval,
                     eval_videos=args.eval_videos, eval_preds=args.eval_preds, snippets=args.snippets,
                     seed=args.seed, log=log.info)

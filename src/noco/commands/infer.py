@@ -27,7 +27,9 @@ def register(sub) -> None:
     p.add_argument("--fps", type=float, default=None, help="frames per second of the videos (default: the checkpoint's)")
     p.add_argument("--feat-stride", type=int, default=None, help="frames between snippets (default: the checkpoint's)")
     p.add_argument("--num-frames", type=int, default=None, help="frames per snippet (default: the checkpoint's)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16 runs the network under bfloat16 autocast (decoding stays fp32)")
     p.set_defaults(func=cmd_infer)
 
 
@@ -64,7 +66,9 @@ def cmd_infer(args) -> int:
     from ..io import atomic_write_text
     from ..labels.instances import instances_to_results
 
-    model, ckpt = load_detector(args.checkpoint, device=args.device)
+    from ..detector.train import forward_precision, resolve_device
+
+    model, ckpt = load_detector(args.checkpoint, device=resolve_device(args.device))
     settings = ckpt.get("dataset") or {}
     classes = settings.get("classes")
     if not classes or len(classes) != model.cfg.num_classes:
@@ -94,7 +98,7 @@ def cmd_infer(args) -> int:
     if problems:
         raise DataError(problems, header="cannot run inference")
     dets = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), forward_precision(model, args.precision):
         for vid, x in arrays.items():
             t = x.shape[0]
             duration = ((t - 1) * stride + frames) / fps

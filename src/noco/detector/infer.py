@@ -194,8 +194,10 @@ def video_meta(dataset, video) -> dict:
 
 
 def predict_detector(ckpt_or_model: str | Path | TriDet, dataset, subset: str | None = None,
-                     device: str | torch.device = "cpu", progress: bool | None = None) -> dict[str, Instances]:
-    """Detections (seconds) of every video of ``subset`` (default: the dataset's test subset)."""
+                     device: str | torch.device = "cpu", progress: bool | None = None,
+                     precision: str = "fp32") -> dict[str, Instances]:
+    """Detections (seconds) of every video of ``subset`` (default: the dataset's test subset);
+    ``precision="bf16"`` runs the network under bf16 autocast (decoding stays fp32)."""
     if isinstance(ckpt_or_model, TriDet):
         model = ckpt_or_model
         cfg = model.cfg
@@ -213,7 +215,10 @@ def predict_detector(ckpt_or_model: str | Path | TriDet, dataset, subset: str | 
         progress = _stderr_is_tty()
     from tqdm import tqdm
 
+    from .train import forward_precision
+
     out = {}
-    for v in tqdm(videos, desc=f"detect {subset}", unit="video", disable=not progress):
-        out[v.id] = detect(model, dataset.features_tensor(v.id), video_meta(dataset, v))
+    with forward_precision(model, precision):
+        for v in tqdm(videos, desc=f"detect {subset}", unit="video", disable=not progress):
+            out[v.id] = detect(model, dataset.features_tensor(v.id), video_meta(dataset, v))
     return out
