@@ -211,7 +211,8 @@ def simulated_note(ds) -> str:
 # --------------------------------------------------------------------------- stages
 class Pipeline:
     def __init__(self, dataset, out: Path, cfg: PipelineConfig, seed: int = 0, device: str = "cpu",
-                 proposals: Path | None = None, wtal_predictions: Path | None = None, precision: str = "fp32"):
+                 proposals: Path | None = None, wtal_predictions: Path | None = None, precision: str = "fp32",
+                 tensorboard: bool = False):
         """``proposals`` / ``wtal_predictions``: another WTAL method's training-subset proposal pool
         and test-subset detections (ActivityNet result format) instead of the built-in base model."""
         self.proposals = Path(proposals) if proposals else None
@@ -224,6 +225,7 @@ class Pipeline:
         self.seed = seed
         self.device = device
         self.precision = precision  # detector training / inference: "fp32" or "bf16" (a runtime choice)
+        self.tensorboard = tensorboard  # TensorBoard scalars of every training stage in W/tensorboard/
         self.sdir = self.out / f"seed{seed}"
         self.timings: dict[str, float] = {}
         # Under torchrun every rank runs the pipeline: training stages run on all ranks (DDP), the
@@ -283,6 +285,9 @@ class Pipeline:
         self._sync()
         return stage_dir
 
+    def _tb(self, stage: str) -> Path | None:
+        return self.out / "tensorboard" / f"seed{self.seed}" / stage if self.tensorboard else None
+
     def _timed(self, name: str, t0: float) -> None:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
@@ -313,7 +318,7 @@ class Pipeline:
         log.info("noco: [stage 1] training the WTAL base model from video-level labels")
         wdir = self._prepare(self.sdir / "wtal", self.wtal_key())
         path = train_wtal(self.ds, self.cfg.wtal, wdir, device=self.device, seed=self.seed,
-                          val_fraction=self.cfg.val_fraction, resume=True)
+                          val_fraction=self.cfg.val_fraction, resume=True, tensorboard=self._tb("wtal"))
         if Path(path) != ck:
             raise NocoError(f"internal: WTAL checkpoint expected at {ck}, got {path}")
         self._mark(ck, self.wtal_key())
@@ -456,7 +461,8 @@ class Pipeline:
             log.info(f"noco: [stage 2] training TriDet for row {row} on {len(initial)} videos' labels")
             source = StaticLabels(initial)
             ck = train_detector(self.ds, source, self.cfg.detector, rdir / "train", device=self.device,
-                                seed=self.seed, resume=True, hpm=False, precision=self.precision)
+                                seed=self.seed, resume=True, hpm=False, precision=self.precision,
+                                tensorboard=self._tb(row))
             if self.main:
                 write_instances(rdir / "labels.json", initial, self.ds.classes)
         else:
@@ -467,7 +473,7 @@ class Pipeline:
                      f"mode={spec['mode']} AIC={spec['use_aic']} MIC={spec['use_mic']} HPM={spec['hpm']}")
             ck = train_detector(self.ds, source, self.cfg.student, rdir / "train", init=teacher_ck,
                                 device=self.device, seed=self.seed, resume=True, hpm=spec["hpm"],
-                                precision=self.precision)
+                                precision=self.precision, tensorboard=self._tb(row))
             if self.main:
                 final = self._final_source_labels(ck, source)
                 write_instances(rdir / "labels.json", final, self.ds.classes)

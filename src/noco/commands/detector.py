@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 log = logging.getLogger("noco")
 
@@ -42,7 +43,8 @@ def _train(args) -> int:
     log.info(f"detector train: {sum(len(v) for v in labels.values())} instances, {what}")
     path = train_detector(ds, StaticLabels(labels), cfg, args.out, init=args.init, device=args.device,
                           seed=args.seed, resume=args.resume, val_fraction=args.val_fraction,
-                          hpm=not args.no_hpm, log_every=args.log_every, precision=args.precision)
+                          hpm=not args.no_hpm, log_every=args.log_every, precision=args.precision,
+                          tensorboard=args.tensorboard)
     if _rank() == 0:
         print(path)
     return 0
@@ -97,6 +99,8 @@ def register(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--init", help="checkpoint whose weights initialise the model (e.g. the teacher)")
     t.add_argument("--no-hpm", action="store_true", help="ignore instance weights (every weight 1)")
+    t.add_argument("--tensorboard", type=Path, default=None, metavar="DIR",
+                   help="write TensorBoard scalars (losses, lr, held-out mAP) to DIR")
     t.add_argument("--val-fraction", type=float, default=0.0,
                    help="hold out this fraction of training videos and log mAP on them against their labels")
     t.add_argument("--log-every", type=int, default=50, help="log every N steps")

@@ -24,6 +24,9 @@ def _common(p) -> None:
                                                   "torchrun each process uses cuda:LOCAL_RANK)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="detector training and inference: bf16 runs the network under bfloat16 autocast")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write TensorBoard scalars of every training stage to OUT/tensorboard/ "
+                        "(needs the tensorboard package)")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="fraction of training videos held out for epoch/threshold choices (never the test subset; default: the preset's, 0.1)")
     p.add_argument("--proposals", type=Path, default=None,
@@ -88,7 +91,8 @@ def cmd_run(args) -> int:
     ds, cfg, device, out = _setup(args)
     t0 = time.perf_counter()
     pipe = Pipeline(ds, out, cfg, seed=args.seed, device=device, proposals=args.proposals,
-                    wtal_predictions=args.wtal_predictions, precision=args.precision)
+                    wtal_predictions=args.wtal_predictions, precision=args.precision,
+                    tensorboard=args.tensorboard)
     rows = (["wtal"] if pipe.has_wtal_row else []) + ([] if args.no_baseline or args.ablation == "a" else ["a"]) + [args.ablation]
     report = {"data": str(ds.root), "seed": args.seed, "preset": args.preset, "rows": {}}
     for r in rows:
@@ -128,7 +132,8 @@ def cmd_ablate(args) -> int:
     t0 = time.perf_counter()
     for seed in range(args.seeds):
         pipe = Pipeline(ds, out, cfg, seed=seed, device=device, proposals=args.proposals,
-                        wtal_predictions=args.wtal_predictions, precision=args.precision)
+                        wtal_predictions=args.wtal_predictions, precision=args.precision,
+                    tensorboard=args.tensorboard)
         if pipe.has_wtal_row:
             pipe.metrics("wtal")
         for r in rows:

@@ -87,7 +87,7 @@ def _train(args) -> int:
     cfg = make_config(args.preset, overrides)
     ds = load_dataset(args.data)
     path = train_wtal(ds, cfg, args.out, device=args.device, seed=args.seed, val_fraction=args.val_fraction,
-                      resume=args.resume, progress=_progress())
+                      resume=args.resume, progress=_progress(), tensorboard=args.tensorboard)
     if _rank() == 0:
         print(path)
     return 0
@@ -156,6 +156,8 @@ def register(sub) -> None:
     t.add_argument("--out", required=True, type=Path, help="output directory W")
     add_preset_argument(t, "wtal")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--tensorboard", type=Path, default=None, metavar="DIR",
+                   help="write TensorBoard scalars (train loss, held-out loss and video mAP) to DIR")
     t.add_argument("--val-fraction", type=float, default=0.1,
                    help="fraction of training videos held out to select the epoch (default 0.1)")
     t.add_argument("--resume", action="store_true", help="continue from W/last.pt")

@@ -336,13 +336,15 @@ def _load_init(model: TriDet, init: str | Path, dataset) -> None:
 def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_dir: str | Path, *,
                    init: str | Path | None = None, device: str | torch.device | None = "cpu", seed: int = 0,
                    resume: bool = False, val_fraction: float = 0.0, hpm: bool = True, log_every: int = 50,
-                   precision: str = "fp32") -> Path:
+                   precision: str = "fp32", tensorboard: str | Path | None = None) -> Path:
     """Train TriDet on the dataset's training subset with labels from ``label_source``.
 
     ``cfg.input_dim``/``num_classes`` are taken from the dataset. ``init``: a checkpoint whose
     (EMA) weights initialise the model. ``resume``: continue from ``out_dir/checkpoint.pt`` if it
     exists. ``val_fraction``: hold out that fraction of the training videos and log the EMA model's
     mAP on them against their labels (as given by ``label_source`` before training) every epoch.
+    ``tensorboard``: a folder for TensorBoard scalars (loss terms, learning rate, positives, epoch
+    loss, held-out mAP; rank 0 only).
     ``hpm=False``: every instance weight is 1. Under ``torchrun`` (``WORLD_SIZE`` > 1) trains with
     DistributedDataParallel; ``cfg.batch_size`` is per process (global batch = batch_size x world
     size); each rank corrects the labels of the videos it trains on, and before every checkpoint the
@@ -421,6 +423,9 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
                  "%d x %d processes), %s on %s", n_par, len(videos), steps_per_epoch, cfg.epochs, global_batch,
                  cfg.batch_size, world, precision, dev)
 
+    from ..scalars import Scalars
+
+    scalars = Scalars(tensorboard, rank)
     for epoch in range(start_epoch, cfg.epochs):
         order = torch.randperm(len(videos), generator=_generator(seed, 1, epoch))
         t_epoch, loss_sum, n_steps = time.time(), 0.0, 0
@@ -484,6 +489,10 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
                                 f"lower the learning rate (now {cfg.lr})")
             loss_sum += loss_v
             n_steps += 1
+            if scalars.writer is not None:
+                for tag, v in (("loss", loss_v), ("loss_cls", cls_v), ("loss_reg", reg_v), ("lr", lr),
+                               ("positives", num_pos)):
+                    scalars.add(f"train/{tag}", v, step)
             if rank == 0 and log_every and step % log_every == 0:
                 log.info("epoch %d step %d: loss %.4f (cls %.4f, reg %.4f) lr %.2e, %d positives, %.2f s/step",
                          epoch + 1, step, loss_v, cls_v, reg_v, lr, num_pos,
@@ -492,6 +501,10 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
         if val_videos and rank == 0:
             record["val_map"] = _validate(ema.module, dataset, val_videos, val_labels)
         history.append(record)
+        scalars.add("epoch/loss", record["loss"], step)
+        if "val_map" in record:
+            scalars.add("epoch/val_map", record["val_map"], step)
+        scalars.flush()
         sync = getattr(label_source, "sync_distributed", None)
         if world > 1 and callable(sync):
             sync(all_gather_objects)  # every rank's corrections -> the whole online set on every rank
@@ -509,6 +522,7 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
             })
         if world > 1:
             dist.barrier()
+    scalars.close()
     return ckpt_path
 
 

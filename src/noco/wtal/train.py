@@ -231,6 +231,7 @@ def train_wtal(
     *,
     resume: bool | str = False,
     progress: bool | None = None,
+    tensorboard: str | Path | None = None,
 ) -> Path:
     """Train the WTAL base model on ``dataset.weak(dataset.train_subset)``; returns the path of the
     selected checkpoint (``out_dir/wtal.pt``).
@@ -239,6 +240,7 @@ def train_wtal(
     ``out_dir/last.pt`` (a run with another config, dataset, seed or val_fraction is a NocoError;
     ``epochs`` may grow); ``"auto"`` continues when compatible and otherwise starts afresh with a
     warning (for callers that cache by config). ``device``: None = CUDA when available.
+    ``tensorboard``: a folder for TensorBoard scalars (epoch train loss, held-out loss and video mAP).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is trained with DistributedDataParallel (nccl on
     CUDA, gloo on the CPU): ``cfg.batch_size`` is per process, every global batch of
@@ -251,11 +253,11 @@ def train_wtal(
     up to float rounding when dropout is off, and in distribution otherwise."""
     cfg = (cfg or make_config("cpu")).validate()
     with torch_threads(cfg.num_threads):
-        return _train_wtal(dataset, cfg, out_dir, device, seed, val_fraction, resume, progress)
+        return _train_wtal(dataset, cfg, out_dir, device, seed, val_fraction, resume, progress, tensorboard)
 
 
 def _train_wtal(dataset, cfg: WtalConfig, out_dir, device, seed: int, val_fraction: float,
-                resume: bool | str, progress: bool) -> Path:
+                resume: bool | str, progress: bool, tensorboard=None) -> Path:
     from ..detector.train import _seed, all_gather_objects, barrier, init_distributed
 
     if resume not in (True, False, "auto"):
@@ -363,6 +365,9 @@ def _train_wtal(dataset, cfg: WtalConfig, out_dir, device, seed: int, val_fracti
     if rank == 0 and world > 1:
         log.info(f"wtal: DistributedDataParallel on {world} processes ({device.type}), global batch "
                  f"{global_batch} = {cfg.batch_size} x {world}")
+    from ..scalars import Scalars
+
+    scalars = Scalars(tensorboard, rank)
     t_start = time.time()
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -424,6 +429,10 @@ def _train_wtal(dataset, cfg: WtalConfig, out_dir, device, seed: int, val_fracti
                     cur = {"epoch": epoch + 1, "map": float("nan"), "loss": float("nan")}
                     is_best = not val_idx  # without held-out videos the last epoch is the model
                 history.append(rec)
+                for tag in ("train_loss", "val_loss", "val_map"):
+                    if tag in rec:
+                        scalars.add(f"wtal/{tag}", rec[tag], epoch + 1)
+                scalars.flush()
                 if is_best:
                     best = cur
                     atomic_save_torch(best_path, checkpoint(epoch + 1, with_optimizer=False))
@@ -435,6 +444,7 @@ def _train_wtal(dataset, cfg: WtalConfig, out_dir, device, seed: int, val_fracti
     finally:
         if bar is not None:
             bar.close()
+        scalars.close()
     if rank == 0 and not best_path.is_file():
         # e.g. resumed a finished run whose best file was deleted: the last epoch stands in
         atomic_save_torch(best_path, checkpoint(start_epoch, with_optimizer=False))
