@@ -173,3 +173,30 @@ def test_zero_length_proposals_are_ignored():
     out = cala(pool)
     assert all(math.isfinite(v) for v in out.segments.flatten().tolist())
     assert out.segments[0].tolist() == pytest.approx([182.7 / 18, 362.7 / 18], abs=1e-5)
+
+
+def test_cala_diagnosis_separates_shared_from_independent_errors():
+    """Neighbours that err on both sides of the truth: CALA lands closer than the seed; neighbours
+    that share the seed's error: correlation 1 and no gain."""
+    from noco.labels.cala_diagnosis import diagnose
+    from noco.labels.instances import Instances
+
+    gt = {}
+    pool_ind, pool_shared = {}, {}
+    for k, off in enumerate([0.4, -0.3, 0.5, -0.6]):
+        vid = f"v{k}"
+        gt[vid] = Instances.create(torch.tensor([[10.0, 20.0]]), torch.tensor([0]))
+        seed = [10.0 + off, 20.0 + off]
+        # independent: two neighbours on either side of the truth, centred on it
+        ind = [seed, [10.0 - off, 20.0 - off], [10.0, 20.0]]
+        # shared: neighbours with the seed's error, slightly wider
+        shared = [seed, [10.0 + off - 0.1, 20.0 + off + 0.1], [10.0 + off + 0.1, 20.0 + off - 0.1]]
+        for pool, segs in ((pool_ind, ind), (pool_shared, shared)):
+            pool[vid] = Instances.create(torch.tensor(segs), torch.zeros(3, dtype=torch.long),
+                                         torch.tensor([0.9, 0.6, 0.6]))
+    a = diagnose(pool_ind, gt)
+    b = diagnose(pool_shared, gt)
+    assert a["seeds"] == b["seeds"] == 4
+    assert a["cala"]["abs_start"] < a["seed"]["abs_start"] and a["seed_closer_than_cala"] == 0.0
+    assert b["corr_start"] > 0.99
+    assert abs(b["cala"]["abs_start"] - b["seed"]["abs_start"]) < 0.02

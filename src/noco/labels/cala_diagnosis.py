@@ -1,0 +1,78 @@
+"""Does CALA's aggregation have errors to cancel? A diagnosis on a labelled training set.
+
+For every CALA seed that matches a ground-truth instance (same class, tIoU >= 0.3) it compares the
+signed boundary errors of the seed, of the mean of its associated proposals and of the CALA
+aggregate, and how strongly the associated proposals' errors follow the seed's. Aggregation can
+only help when the associated proposals err independently of the seed; with a correlation near 1
+they share its error and averaging moves little (or away, when the seed is the best of them).
+
+    python -m noco.labels.cala_diagnosis --data DIR --pool W/seed0/wtal/pool.json
+
+(needs ground truth: a simulated benchmark, or a labelled training set; never used for training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from ..ops.intervals import batched_nms, pairwise_tiou
+
+
+def diagnose(pool: dict, gt: dict, conf: float = 0.5, nms: float = 0.45, iou: float = 0.6,
+             match: float = 0.3) -> dict:
+    seed_e, assoc_e, cala_e, n_assoc = [], [], [], []
+    for vid, p in pool.items():
+        g = gt.get(vid)
+        if g is None or len(g) == 0 or len(p) == 0:
+            continue
+        idx = torch.nonzero(p.scores >= conf).flatten()
+        if len(idx) == 0:
+            continue
+        keep = idx[batched_nms(p.segments[idx], p.scores[idx], p.labels[idx], nms)]
+        s, sl = p.segments[keep], p.labels[keep]
+        iou_sp = pairwise_tiou(s, p.segments) * (sl[:, None] == p.labels[None, :])
+        iou_sg = pairwise_tiou(s, g.segments) * (sl[:, None] == g.labels[None, :])
+        best = iou_sg.max(1)
+        ok = best.values >= match
+        assoc = (iou_sp > iou) & ok[:, None]                      # [S, P], seed included
+        w = p.scores[None, :] * iou_sp * assoc                    # Eq. 1 weights (s_j * IoU)
+        agg = (w @ p.segments) / w.sum(1, keepdim=True).clamp(min=1e-12)
+        mean = (assoc.float() @ p.segments) / assoc.sum(1, keepdim=True).clamp(min=1)
+        tgt = g.segments[best.indices]
+        seed_e.append((s - tgt)[ok])
+        assoc_e.append((mean - tgt)[ok])
+        cala_e.append((agg - tgt)[ok])
+        n_assoc.append(assoc.sum(1)[ok])
+    if not seed_e:
+        return {"seeds": 0}
+    se, ae, ce = torch.cat(seed_e).double(), torch.cat(assoc_e).double(), torch.cat(cala_e).double()
+    out = {"seeds": len(se), "mean_associated": float(torch.cat(n_assoc).float().mean())}
+    for name, e in (("seed", se), ("associated_mean", ae), ("cala", ce)):
+        out[name] = {"signed_start": float(e[:, 0].mean()), "signed_end": float(e[:, 1].mean()),
+                     "abs_start": float(e[:, 0].abs().mean()), "abs_end": float(e[:, 1].abs().mean())}
+    out["seed_closer_than_cala"] = float((se.abs().sum(1) < ce.abs().sum(1)).double().mean())
+    out["corr_start"] = float(torch.corrcoef(torch.stack([se[:, 0], ae[:, 0]]))[0, 1])
+    out["corr_end"] = float(torch.corrcoef(torch.stack([se[:, 1], ae[:, 1]]))[0, 1])
+    return out
+
+
+def main(argv=None) -> int:
+    from ..data.dataset import load_dataset
+    from .instances import read_instances
+
+    ap = argparse.ArgumentParser(prog="python -m noco.labels.cala_diagnosis", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--pool", required=True, help="proposal pool (W/seed<S>/wtal/pool.json)")
+    args = ap.parse_args(argv)
+    ds = load_dataset(args.data)
+    ids = [v.id for v in ds.subset(ds.train_subset)]
+    res = diagnose(read_instances(args.pool, ds.classes, videos=ids), ds.ground_truth(ds.train_subset))
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
