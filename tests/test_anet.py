@@ -45,7 +45,7 @@ def test_run_anet_end_to_end_with_fusion(small, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     m = report["rows"]["a"]
-    assert m["tiou"] == pytest.approx(ANET_TIOUS) and "0.5:0.95" in m["averages"]
+    assert m["tiou"] == pytest.approx(ANET_TIOUS) and set(m["averages"]) == {"0.5:0.95"}
     # the fused result is computed beside the plain one, from the WTAL model's video scores
     assert "fused" in m and len(m["fused"]["mAP"]) == 10
     assert (out / "seed0" / "wtal" / "test_scores.json").is_file()
@@ -57,3 +57,11 @@ def test_run_anet_end_to_end_with_fusion(small, tmp_path):
     for vid, dets in preds.items():
         dur = ann[vid]["duration"]
         assert all(0.0 <= d["segment"][0] <= d["segment"][1] <= dur + 1e-3 for d in dets), vid
+
+
+def test_named_averages_need_their_exact_thresholds():
+    from noco.pipeline import THUMOS_TIOUS, named_averages
+
+    assert named_averages(ANET_TIOUS, [0.5] * 10) == {"0.5:0.95": 0.5}  # no "0.3:0.7" from 0.5..0.7
+    got = named_averages(THUMOS_TIOUS, [0.1 * i for i in range(7)])
+    assert got == pytest.approx({"0.1:0.5": 0.2, "0.3:0.7": 0.4, "0.1:0.7": 0.3})

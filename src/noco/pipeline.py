@@ -578,16 +578,22 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     atomic_write_bytes(dst, Path(src).read_bytes())
 
 
+AVERAGES = {
+    "0.1:0.5": [0.1, 0.2, 0.3, 0.4, 0.5],
+    "0.3:0.7": [0.3, 0.4, 0.5, 0.6, 0.7],
+    "0.1:0.7": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+    "0.5:0.95": ANET_TIOUS,
+}
+
+
 def named_averages(tious: list[float], maps: list[float]) -> dict[str, float]:
-    """The paper's averages over the thresholds that are present."""
-    t = [round(x, 4) for x in tious]
+    """The papers' averages whose exact threshold sets were evaluated (THUMOS14: 0.1:0.5, 0.3:0.7,
+    0.1:0.7 in steps of 0.1; ActivityNet: 0.5:0.95 in steps of 0.05)."""
+    at = {round(float(t), 4): m for t, m in zip(tious, maps)}
     out = {}
-    for name, lo, hi in (("0.1:0.5", 0.1, 0.5), ("0.3:0.7", 0.3, 0.7), ("0.1:0.7", 0.1, 0.7),
-                         ("0.5:0.95", 0.5, 0.95)):
-        sel = [m for x, m in zip(t, maps) if lo - 1e-6 <= x <= hi + 1e-6]
-        expected = {"0.1:0.5": 5, "0.3:0.7": 5, "0.1:0.7": 7, "0.5:0.95": 10}[name]
-        if len(sel) == expected:
-            out[name] = sum(sel) / len(sel)
+    for name, ts in AVERAGES.items():
+        if all(round(t, 4) in at for t in ts):
+            out[name] = sum(at[round(t, 4)] for t in ts) / len(ts)
     return out
 
 
@@ -633,7 +639,7 @@ def results_table(found: dict[str, dict[int, dict]], markdown: bool = False) -> 
         return "(no results yet)"
     any_m = next(iter(found[order[0]].values()))
     tious = any_m["tiou"]
-    avg_names = list(any_m["averages"])
+    avg_names = list(named_averages(tious, any_m["mAP"]))
     heads = ["row", "seeds"] + [f"{t:g}" for t in tious] + [f"avg {n}" for n in avg_names] + \
         ["label mIoU", "bnd err s", "R<2s", "merge"]
     lines = []
@@ -652,7 +658,7 @@ def results_table(found: dict[str, dict[int, dict]], markdown: bool = False) -> 
         for i in range(len(tious)):
             cells.append(cell([m["mAP"][i] for m in ms]))
         for n in avg_names:
-            cells.append(cell([m["averages"].get(n) for m in ms]))
+            cells.append(cell([named_averages(m["tiou"], m["mAP"]).get(n) for m in ms]))
         lq = [m.get("labels") or {} for m in ms]
         cells.append(cell([q.get("mIoU") for q in lq]))
         cells.append(cell([_boundary_error(q) for q in lq], scale=1.0, fmt="{:.2f}"))
@@ -663,7 +669,7 @@ def results_table(found: dict[str, dict[int, dict]], markdown: bool = False) -> 
         if len(fused) == len(ms):
             fc = [f"{ROW_TITLES.get(r, r)} x WTAL video scores", str(len(ms))]
             fc += [cell([f["mAP"][i] for f in fused]) for i in range(len(tious))]
-            fc += [cell([f["averages"].get(n) for f in fused]) for n in avg_names]
+            fc += [cell([named_averages(tious, f["mAP"]).get(n) for f in fused]) for n in avg_names]
             lines.append(fc + ["-"] * 4)
     if markdown:
         out = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
