@@ -578,23 +578,7 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     atomic_write_bytes(dst, Path(src).read_bytes())
 
 
-AVERAGES = {
-    "0.1:0.5": [0.1, 0.2, 0.3, 0.4, 0.5],
-    "0.3:0.7": [0.3, 0.4, 0.5, 0.6, 0.7],
-    "0.1:0.7": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
-    "0.5:0.95": ANET_TIOUS,
-}
-
-
-def named_averages(tious: list[float], maps: list[float]) -> dict[str, float]:
-    """The papers' averages whose exact threshold sets were evaluated (THUMOS14: 0.1:0.5, 0.3:0.7,
-    0.1:0.7 in steps of 0.1; ActivityNet: 0.5:0.95 in steps of 0.05)."""
-    at = {round(float(t), 4): m for t, m in zip(tious, maps)}
-    out = {}
-    for name, ts in AVERAGES.items():
-        if all(round(t, 4) in at for t in ts):
-            out[name] = sum(at[round(t, 4)] for t in ts) / len(ts)
-    return out
+from .eval.detection import named_averages  # noqa: E402  (kept importable from here)
 
 
 # --------------------------------------------------------------------------- tables

@@ -13,13 +13,6 @@ import math
 from ..errors import NocoError
 
 DEFAULT_TIOU = "0.1:0.7:0.1"
-# The paper's averages: name -> the thresholds that must all be present.
-NAMED_AVERAGES = {
-    "0.1:0.5": [0.1, 0.2, 0.3, 0.4, 0.5],
-    "0.3:0.7": [0.3, 0.4, 0.5, 0.6, 0.7],
-    "0.1:0.7": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
-    "0.5:0.95": [round(0.5 + 0.05 * i, 2) for i in range(10)],
-}
 _MAX_THRESHOLDS = 1000
 
 
@@ -85,16 +78,6 @@ def parse_tiou(text: str) -> list[float]:
     return vals
 
 
-def named_averages(tiou: list[float], maps: list[float]) -> dict[str, float]:
-    """The paper's averages whose thresholds are all present."""
-    at = {round(t, 6): m for t, m in zip(tiou, maps)}
-    out = {}
-    for name, ts in NAMED_AVERAGES.items():
-        if all(round(t, 6) in at for t in ts):
-            out[name] = sum(at[round(t, 6)] for t in ts) / len(ts)
-    return out
-
-
 def _pct(x) -> str:
     return "   n/a" if x is None else f"{100 * x:6.2f}"
 
@@ -154,7 +137,7 @@ def check_same_dataset(path, kind: str, ds, subset: str, ids: list[str], dets: d
 
 
 def _report_detection(args, ds, subset, gt, dets, tiou) -> int:
-    from ..eval.detection import evaluate
+    from ..eval.detection import evaluate, named_averages
 
     res = evaluate(gt, dets, ds.num_classes, tiou)
     avgs = named_averages(res["tiou"], res["mAP"])

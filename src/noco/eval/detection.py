@@ -325,3 +325,23 @@ def _evaluate(gt, preds, num_classes, tiou_thresholds) -> dict:
         "num_gt": int(g_lab.numel()),
         "num_predictions": int(p_lab.numel()),
     }
+
+
+# The papers' averages: name -> the thresholds that must all have been evaluated.
+NAMED_AVERAGES = {
+    "0.1:0.5": [0.1, 0.2, 0.3, 0.4, 0.5],
+    "0.3:0.7": [0.3, 0.4, 0.5, 0.6, 0.7],
+    "0.1:0.7": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+    "0.5:0.95": [round(0.5 + 0.05 * i, 2) for i in range(10)],
+}
+
+
+def named_averages(tiou: list[float], maps: list[float]) -> dict[str, float]:
+    """The papers' averages whose exact thresholds were all evaluated (THUMOS14: 0.1:0.5, 0.3:0.7,
+    0.1:0.7; ActivityNet: 0.5:0.95)."""
+    at = {round(float(t), 6): m for t, m in zip(tiou, maps)}
+    out = {}
+    for name, ts in NAMED_AVERAGES.items():
+        if all(round(t, 6) in at for t in ts):
+            out[name] = sum(at[round(t, 6)] for t in ts) / len(ts)
+    return out
