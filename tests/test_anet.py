@@ -65,3 +65,16 @@ def test_named_averages_need_their_exact_thresholds():
     assert named_averages(ANET_TIOUS, [0.5] * 10) == {"0.5:0.95": 0.5}  # no "0.3:0.7" from 0.5..0.7
     got = named_averages(THUMOS_TIOUS, [0.1 * i for i in range(7)])
     assert got == pytest.approx({"0.1:0.5": 0.2, "0.3:0.7": 0.4, "0.1:0.7": 0.3})
+
+
+def test_preset_data_is_generated_once_with_its_subsample(tmp_path):
+    from noco.data.dataset import load_dataset
+    from noco.pipeline import resolve_data
+
+    opts = {"train_videos": 40, "test_videos": 20}
+    d = resolve_data("anet12-sim", tmp_path, opts)
+    assert d == tmp_path / "data" / "anet12-sim-test20-train40"
+    ds = load_dataset(d)
+    assert len(ds.subset("training")) == 40 and len(ds.subset("validation")) == 20
+    stamp = (d / "dataset.json").stat().st_mtime_ns
+    assert resolve_data("anet12-sim", tmp_path, opts) == d and (d / "dataset.json").stat().st_mtime_ns == stamp
