@@ -26,7 +26,7 @@ def register(sub) -> None:
                     "with --run W the run's WTAL proposals, baseline (a) and CALA (b) labels, the final "
                     "row's corrected labels and its student's predictions. Needs matplotlib.")
     p.add_argument("--data", metavar="DIR", help="dataset directory (default with --run: the run's dataset)")
-    p.add_argument("--video", required=True, metavar="ID", help="video id")
+    p.add_argument("--video", required=True, metavar="ID", help="video id (an id that starts with '-', as many ActivityNet ids do: --video=ID)")
     p.add_argument("--labels", action="append", default=[], metavar="NAME=FILE",
                    help="a label file to draw (score optional), repeatable; NAME is the track title")
     p.add_argument("--predictions", action="append", default=[], metavar="FILE",
