@@ -65,3 +65,21 @@ def test_unknown_preset_name_suggests():
         make_pipeline_config("thumos15")
     with pytest.raises(NocoError, match="no such file"):
         make_pipeline_config("missing/file.yaml")
+
+
+def test_stage_configs_coerce_yaml_and_command_line_spellings():
+    from noco.correction.config import make_config as corr
+    from noco.detector.config import make_config as det
+    from noco.wtal.config import make_config as wtal
+
+    d = det("cpu", {"pad_invariant": "false", "epochs": "3", "lr": 2, "regression_ranges": [[0, 4]] * 6})
+    assert d.pad_invariant is False and d.epochs == 3 and d.lr == 2.0 and d.regression_ranges[0] == [0.0, 4.0]
+    assert corr("cpu", {"refresh": "7", "use_aic": "no"}).refresh_every == 7
+    assert wtal("cpu", {"epochs": 5.0}).epochs == 5
+    for make, bad, match in ((det, {"lr": True}, "detector config option 'lr'"),
+                             (det, {"epochs": 2.5}, "'epochs': cannot use 2.5"),
+                             (wtal, {"cas_thresholds": ["x"]}, "WTAL config option 'cas_thresholds'"),
+                             (corr, {"use_mic": "maybe"}, "correction config option 'use_mic'"),
+                             (wtal, {"epochz": 3}, "unknown WTAL config option 'epochz'.*did you mean 'epochs'")):
+        with pytest.raises(NocoError, match=match):
+            make("cpu", bad)

@@ -148,3 +148,69 @@ def _section_fields() -> dict[str, list[str]]:
     det = [f.name for f in dataclasses.fields(DetectorConfig)]
     return {"wtal": [f.name for f in dataclasses.fields(WtalConfig)], "detector": det, "student": det,
             "correction": [f.name for f in dataclasses.fields(CorrectionConfig)]}
+
+
+# --------------------------------------------------------------------------- building a stage config
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def build_config(cls, what: str, section_name: str, preset: str | None, overrides: dict[str, Any] | None):
+    """A stage's dataclass config: the preset's section, then ``overrides``, each value coerced to
+    the type of the field's default (so YAML and ``key=value`` spellings both work), validated.
+
+    ``what`` names the stage in errors ("WTAL", "detector", "correction")."""
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in overrides or {}:
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            raise NocoError(f"unknown {what} config option {k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    values = {**section(preset, section_name), **(overrides or {})}
+    defaults = cls()
+    return cls(**{k: _coerce(what, k, v, getattr(defaults, k)) for k, v in values.items()}).validate()
+
+
+def _coerce(what: str, name: str, v: Any, default: Any) -> Any:
+    bad = NocoError(f"{what} config option {name!r}: cannot use {v!r}")
+    text = v.strip() if isinstance(v, str) else None
+    if isinstance(default, bool):
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, int) and v in (0, 1):
+            return bool(v)
+        if text is not None and text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise bad
+    if isinstance(default, int):
+        if isinstance(v, bool):
+            raise bad
+        if isinstance(v, int):
+            return v
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if text is not None and text.lstrip("+-").isdigit():
+            return int(text)
+        raise bad
+    if isinstance(default, float):
+        if isinstance(v, bool):
+            raise bad
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            raise bad from None
+    if isinstance(default, str):
+        # a str field may also hold a number where its config allows one (correction.refresh)
+        if text is not None:
+            return int(text) if text.lstrip("+").isdigit() else text
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        return v
+    if isinstance(default, list):
+        try:
+            if default and isinstance(default[0], list):
+                return [[float(x) for x in row] for row in v]
+            return [float(x) for x in v]
+        except (TypeError, ValueError):
+            raise bad from None
+    return v

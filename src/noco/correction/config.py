@@ -6,7 +6,7 @@ Defaults are the "Suggested starting values" of NOCO.md; every [choice] of that 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import NocoError
@@ -102,39 +102,8 @@ class CorrectionConfig:
 
 
 def make_config(preset: str | None = "cpu", overrides: dict[str, Any] | None = None) -> CorrectionConfig:
-    """Build a config from a preset name (or None for the dataclass defaults) plus overrides."""
-    from ..presets import section
+    """Build a config from a preset (a name, a YAML file, or None for the dataclass defaults) plus
+    overrides (noco.presets.build_config)."""
+    from ..presets import build_config
 
-    values: dict[str, Any] = section(preset, "correction")
-    names = {f.name for f in fields(CorrectionConfig)}
-    for k, v in (overrides or {}).items():
-        if k not in names:
-            raise NocoError(f"unknown correction config option {k!r}")
-        values[k] = _coerce(k, v)
-    return CorrectionConfig(**values).validate()
-
-
-def _coerce(name: str, v: Any) -> Any:
-    """Accept the spellings a YAML file or a ``key=value`` command-line override produces."""
-    default = getattr(CorrectionConfig(), name)
-    if isinstance(v, str):
-        t = v.strip()
-        if isinstance(default, bool):
-            if t.lower() in ("true", "yes", "1", "on"):
-                return True
-            if t.lower() in ("false", "no", "0", "off"):
-                return False
-            return v
-        if isinstance(default, float) or name == "aic_lam":
-            try:
-                return float(t)
-            except ValueError:
-                return v
-        if name in ("refresh", "start_step") and t.lstrip("+").isdigit():
-            return int(t)
-        return t
-    if isinstance(v, float) and name in ("refresh", "start_step") and v.is_integer():
-        return int(v)
-    if isinstance(v, int) and not isinstance(v, bool) and isinstance(default, float):
-        return float(v)
-    return v
+    return build_config(CorrectionConfig, "correction", "correction", preset, overrides)

@@ -7,7 +7,7 @@ architecture scaled down to train in a couple of minutes on two CPU cores on ``t
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import NocoError
@@ -148,37 +148,8 @@ class DetectorConfig:
 
 
 def make_config(preset: str | None = "cpu", overrides: dict[str, Any] | None = None) -> DetectorConfig:
-    """Build a config from a preset name (or None for the dataclass defaults) plus overrides."""
-    from ..presets import section
+    """Build a config from a preset (a name, a YAML file, or None for the dataclass defaults) plus
+    overrides (noco.presets.build_config)."""
+    from ..presets import build_config
 
-    values: dict[str, Any] = section(preset, "detector")
-    names = {f.name for f in fields(DetectorConfig)}
-    for k, v in (overrides or {}).items():
-        if k not in names:
-            raise NocoError(f"unknown detector config option {k!r}")
-        values[k] = v
-    defaults = DetectorConfig()
-    kwargs = {}
-    for k, v in values.items():
-        default = getattr(defaults, k)
-        try:
-            if isinstance(default, bool):
-                if not isinstance(v, (bool, int)):
-                    raise ValueError
-                v = bool(v)
-            elif isinstance(default, int):
-                if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
-                    raise ValueError
-                v = int(v)
-            elif isinstance(default, float):
-                if isinstance(v, bool):
-                    raise ValueError
-                v = float(v)
-            elif k == "regression_ranges":
-                v = [[float(a), float(b)] for a, b in v]
-            elif isinstance(default, list):
-                v = [float(x) for x in v]
-        except (TypeError, ValueError):
-            raise NocoError(f"detector config option {k!r}: cannot use {v!r}") from None
-        kwargs[k] = v
-    return DetectorConfig(**kwargs).validate()
+    return build_config(DetectorConfig, "detector", "detector", preset, overrides)

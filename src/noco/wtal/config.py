@@ -7,7 +7,7 @@ largest model that trains in about two minutes on two CPU cores on ``thumos14-si
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import NocoError
@@ -100,35 +100,8 @@ class WtalConfig:
 
 
 def make_config(preset: str | None = "cpu", overrides: dict[str, Any] | None = None) -> WtalConfig:
-    """Build a config from a preset name (or None for the dataclass defaults) plus overrides."""
-    from ..presets import section
+    """Build a config from a preset (a name, a YAML file, or None for the dataclass defaults) plus
+    overrides (noco.presets.build_config)."""
+    from ..presets import build_config
 
-    values: dict[str, Any] = section(preset, "wtal")
-    names = {f.name: f for f in fields(WtalConfig)}
-    for k, v in (overrides or {}).items():
-        if k not in names:
-            import difflib
-
-            close = difflib.get_close_matches(str(k), list(names), n=1)
-            raise NocoError(f"unknown WTAL config option {k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        values[k] = v
-    kwargs = {}
-    for k, v in values.items():
-        default = getattr(WtalConfig(), k)
-        try:
-            if isinstance(default, bool):
-                v = bool(v)
-            elif isinstance(default, int):
-                if isinstance(v, float) and not v.is_integer():
-                    raise ValueError
-                v = int(v)
-            elif isinstance(default, float):
-                v = float(v)
-            elif isinstance(default, list):
-                v = [float(x) for x in v]
-            elif isinstance(default, str):
-                v = str(v)
-        except (TypeError, ValueError):
-            raise NocoError(f"WTAL config option {k!r}: cannot use {v!r}") from None
-        kwargs[k] = v
-    return WtalConfig(**kwargs).validate()
+    return build_config(WtalConfig, "WTAL", "wtal", preset, overrides)
