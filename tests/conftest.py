@@ -22,3 +22,11 @@ class Restricted:
 
     def __getattr__(self, k):
         return getattr(self._ds, k)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """The `tiny` simulated dataset (seed 0, dim 128), generated once per test session; read-only."""
+    from noco.data.synth import generate
+
+    return generate("tiny", tmp_path_factory.mktemp("tiny_shared") / "data", seed=0, progress=False)

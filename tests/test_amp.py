@@ -27,11 +27,10 @@ from conftest import Restricted as _Restricted  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_root):
     from noco.data.dataset import load_dataset
-    from noco.data.synth import generate
 
-    return load_dataset(generate("tiny", tmp_path_factory.mktemp("tiny_amp") / "data", seed=0))
+    return load_dataset(tiny_root)
 
 
 @pytest.fixture(scope="module")

@@ -155,13 +155,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    from noco.data.synth import generate
-
-    return str(generate("tiny", tmp_path_factory.mktemp("tiny_ddp") / "data", seed=0))
-
-
-@pytest.fixture(scope="module")
 def runs(tiny_root, tmp_path_factory, one_thread):
     """Single-process references and one 2-process spawn running every distributed scenario."""
     base = tmp_path_factory.mktemp("ddp_runs")

@@ -30,12 +30,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_root):
     from noco.data.dataset import load_dataset
-    from noco.data.synth import generate
 
-    root = generate("tiny", tmp_path_factory.mktemp("tiny") / "data", seed=0)
-    return load_dataset(root)
+    return load_dataset(tiny_root)
 
 
 def small_cfg(**kw):

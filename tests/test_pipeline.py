@@ -15,11 +15,8 @@ def _noco(*args, cwd=None):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data") / "tiny"
-    r = _noco("synth", "--preset", "tiny", "--out", str(d))
-    assert r.returncode == 0, r.stderr
-    return d
+def tiny(tiny_root):
+    return tiny_root
 
 
 def test_run_end_to_end_and_cache(tiny, tmp_path):
