@@ -601,7 +601,7 @@ def write_run_report(run_dir: str | Path, *, dataset=None, seeds: Iterable[int] 
         picks = pick_videos(gt, base)
         lines = [f"Seed {seed}, " + (f"final row `{row}`" if row else "no detector row yet") +
                  "; tracks from top to bottom follow the pipeline "
-                 f"(proposals faint, label opacity = weight, prediction opacity = score).", ""]
+                 "(proposals faint, label opacity = weight, prediction opacity = score).", ""]
         cache = SourceCache(v for _, v, _ in picks)
         for key, vid, why in picks:
             lines.append(f"### `{vid}`: {why}")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
 
 log = logging.getLogger("noco")
@@ -93,36 +91,36 @@ def _train(args) -> int:
     return 0
 
 
-def _predict(args) -> int:
+def _infer(args, what: str, fn):
+    """Shared by predict and propose: rank 0 only, then ``fn`` over the subset, written to --out."""
     _threads(args)
     from ..data.dataset import load_dataset
     from ..labels.instances import write_instances
+
+    if _only_rank0(f"wtal {what}"):
+        return None, None
+    ds = load_dataset(args.data)
+    dets = fn(args.ckpt, ds, args.subset, device=args.device, progress=_progress(), overrides=_parse_set(args.set))
+    write_instances(args.out, dets, ds.classes, with_weight=False)
+    log.info(f"wtal {what}: {sum(len(d) for d in dets.values())} {'detections' if what == 'predict' else 'proposals'} "
+             f"on {len(dets)} videos -> {args.out}")
+    return ds, dets
+
+
+def _predict(args) -> int:
     from ..wtal.train import predict_wtal
 
-    if _only_rank0("wtal predict"):
-        return 0
-    ds = load_dataset(args.data)
-    dets = predict_wtal(args.ckpt, ds, args.subset, device=args.device, progress=_progress(),
-                        overrides=_parse_set(args.set))
-    write_instances(args.out, dets, ds.classes, with_weight=False)
-    log.info(f"wtal predict: {sum(len(d) for d in dets.values())} detections on {len(dets)} videos -> {args.out}")
+    _infer(args, "predict", predict_wtal)
     return 0
 
 
 def _propose(args) -> int:
-    _threads(args)
-    from ..data.dataset import load_dataset
     from ..labels.instances import write_instances
     from ..wtal.train import filter_baseline, propose_wtal
 
-    if _only_rank0("wtal propose"):
+    ds, pool = _infer(args, "propose", propose_wtal)
+    if pool is None:
         return 0
-    ds = load_dataset(args.data)
-    pool = propose_wtal(args.ckpt, ds, args.subset, device=args.device, progress=_progress(),
-                        overrides=_parse_set(args.set))
-    write_instances(args.out, pool, ds.classes, with_weight=False)
-    n = sum(len(d) for d in pool.values())
-    log.info(f"wtal propose: {n} proposals on {len(pool)} videos -> {args.out}")
     if args.baseline_out:
         base = filter_baseline(pool, conf=args.baseline_conf, nms=args.baseline_nms)
         write_instances(args.baseline_out, base, ds.classes)
