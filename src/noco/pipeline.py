@@ -120,16 +120,19 @@ def parse_sets(items: list[str] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _make(section: str, make_config, preset: str, overrides: dict, cls) -> Any:
+def _make(section: str, cls, values: dict) -> Any:
+    """One section's config from its (preset + --set) values; an unknown key names its section."""
+    from .presets import build_config
+
     names = {f.name for f in dataclasses.fields(cls)}
-    for k in overrides:
+    for k in values:
         if k not in names:
             import difflib
 
             close = difflib.get_close_matches(k, names, n=1)
             hint = f" (did you mean {section}.{close[0]}?)" if close else ""
             raise NocoError(f"unknown config key {section}.{k}{hint}")
-    return make_config(preset, overrides)
+    return build_config(cls, section, section, None, values)
 
 
 def make_pipeline_config(preset: str = "cpu", sets: list[str] | None = None, val_fraction: float | None = None,
@@ -138,11 +141,8 @@ def make_pipeline_config(preset: str = "cpu", sets: list[str] | None = None, val
     ``--set SECTION.KEY=VALUE`` overrides on top; ``student`` starts from ``detector``."""
     from . import presets
     from .correction.config import CorrectionConfig
-    from .correction.config import make_config as corr_cfg
     from .detector.config import DetectorConfig
-    from .detector.config import make_config as det_cfg
     from .wtal.config import WtalConfig
-    from .wtal.config import make_config as wtal_cfg
 
     p = presets.load(preset)
     ov = parse_sets(sets)
@@ -151,11 +151,10 @@ def make_pipeline_config(preset: str = "cpu", sets: list[str] | None = None, val
     student_ov = {**p["detector"], **p["student"], **ov.get("detector", {}), **ov.get("student", {})}
     return PipelineConfig(
         preset=str(preset),
-        wtal=_make("wtal", wtal_cfg, None, {**p["wtal"], **ov.get("wtal", {})}, WtalConfig),
-        detector=_make("detector", det_cfg, None, det_ov, DetectorConfig),
-        student=_make("student", det_cfg, None, student_ov, DetectorConfig),
-        correction=_make("correction", corr_cfg, None, {**p["correction"], **ov.get("correction", {})},
-                         CorrectionConfig),
+        wtal=_make("wtal", WtalConfig, {**p["wtal"], **ov.get("wtal", {})}),
+        detector=_make("detector", DetectorConfig, det_ov),
+        student=_make("student", DetectorConfig, student_ov),
+        correction=_make("correction", CorrectionConfig, {**p["correction"], **ov.get("correction", {})}),
         val_fraction=float(val_fraction if val_fraction is not None else p.get("val_fraction", 0.1)),
         tiou=[float(t) for t in (tiou or p.get("tiou") or THUMOS_TIOUS)],
         data=p.get("data", "thumos14-sim"),
