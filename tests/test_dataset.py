@@ -204,7 +204,7 @@ def test_missing_dataset_json_and_annotations(tmp_path):
     with pytest.raises(DataError, match="dataset directory not found"):
         load_dataset(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    find(problems_of(tmp_path / "empty"), "dataset.json", "not found")
+    find(problems_of(tmp_path / "empty"), "dataset.json", "no ActivityNet-style annotation file")
     root = make_dataset(tmp_path / "noann", good_db())
     (root / "annotations.json").unlink()
     find(problems_of(root), "annotations.json", "not found")

@@ -186,7 +186,7 @@ def resolve_data(data: str, out: Path, synth_options: dict | None = None) -> Pat
             synth.generate(data, target, seed=0, force=True, **opts)
         return target
     if p.is_dir():
-        raise NocoError(f"{p}: not a noco dataset (no dataset.json); see README 'Dataset layout'")
+        return p  # a standard layout without dataset.json: load_dataset infers its description
     raise NocoError(f"--data {data!r}: no such dataset directory, and not a synth preset "
                     f"({', '.join(synth.PRESETS)})")
 

@@ -85,7 +85,7 @@ def register(sub) -> None:
 
     t = dsub.add_parser("train", help="train TriDet from instance labels (default: the ground truth = oracle)",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--data", required=True, help="dataset directory (with dataset.json)")
+    t.add_argument("--data", required=True, help="dataset directory (dataset.json, or a standard layout: see README)")
     t.add_argument("--out", required=True, help="output directory (checkpoint.pt is written there every epoch)")
     t.add_argument("--labels", help="label file (ActivityNet result format, optional 'score' and 'weight'); "
                                     "default: the ground truth of the training subset")

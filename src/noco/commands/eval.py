@@ -24,7 +24,7 @@ def register(sub) -> None:
                     "(default: the test subset) and the paper's averages. With --labels: pseudo-label "
                     "quality on a subset (default: the train subset): frame mIoU, precision/recall at "
                     "tIoU 0.5, boundary error, recall by length, merge rate.")
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset directory (holding dataset.json)")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset directory (dataset.json, or a standard layout: see README)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--predictions", metavar="P.json", help="detections in ActivityNet result format")
     what.add_argument("--labels", metavar="L.json", help="pseudo-labels in ActivityNet result format (score optional)")

@@ -65,18 +65,23 @@ def register(sub) -> None:
     d = sub.add_parser("dataset", help="validate a dataset directory and print its summary",
                        description="Validate a dataset directory (dataset.json, annotations, feature headers) "
                                    "and print a summary; --check also scans every feature value for NaN/inf.")
-    d.add_argument("root", help="dataset directory (holding dataset.json)")
+    d.add_argument("root", help="dataset directory (holding dataset.json, or a standard layout without "
+                                "one: the description is then inferred and logged)")
     d.add_argument("--check", action="store_true", help="scan every feature file for NaN/inf")
+    d.add_argument("--write-description", action="store_true",
+                   help="write the (inferred) description to ROOT/dataset.json, to check and edit; "
+                        "an existing dataset.json is never overwritten")
     d.set_defaults(func=_dataset)
 
 
-def _summarise(root, check: bool) -> None:
+def _summarise(root, check: bool):
     from ..data.dataset import load_dataset
 
     ds = load_dataset(root)
     if check:
         ds.check_values()
     print(ds.summary())
+    return ds
 
 
 def _synth(args) -> int:
@@ -108,5 +113,13 @@ def _convert(args) -> int:
 
 
 def _dataset(args) -> int:
-    _summarise(args.root, args.check)
+    from ..data.dataset import DATASET_FILE
+    from ..io import atomic_write_json
+
+    ds = _summarise(args.root, args.check)
+    if args.write_description:
+        if ds.description is not None:
+            raise NocoError(f"{ds.description} exists already; it was not changed")
+        path = atomic_write_json(ds.root / DATASET_FILE, ds.describe(), indent=1)
+        print(f"wrote {path}")
     return 0

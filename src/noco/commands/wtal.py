@@ -136,7 +136,7 @@ def register(sub) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
     def common(q, ckpt: bool):
-        q.add_argument("--data", required=True, type=Path, help="dataset directory (holds dataset.json)")
+        q.add_argument("--data", required=True, type=Path, help="dataset directory (dataset.json, or a standard layout: see README)")
         if ckpt:
             q.add_argument("--ckpt", required=True, type=Path, help="WTAL checkpoint (W/wtal.pt)")
         add_device_argument(q)

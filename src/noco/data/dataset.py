@@ -4,13 +4,15 @@ A dataset is a directory with ``dataset.json``::
 
     {"annotations": "annotations.json", "features": "features", "fps": 30, "feat_stride": 4,
      "num_frames": 16, "train_subset": "Validation", "test_subset": "Test",
-     "classes": [...]}            # optional: fixes the class order
+     "classes": [...],            # optional: fixes the class order
+     "feature_prefix": ""}        # optional: e.g. "v_" for files v_<video_id>.npy
 
 Paths are relative to the directory (``annotations`` and ``features`` default to the values
-above). The annotation file uses the ActivityNet layout
+above). A folder without ``dataset.json`` in the usual layout (one annotation JSON, a folder of
+``.npy`` files) is described automatically: :mod:`noco.data.layout`. The annotation file uses the ActivityNet layout
 ``{"database": {vid: {"subset", "duration", "fps"?, "annotations": [{"segment", "label",
 "label_id"?}]}}}``; a video's own ``fps`` overrides the default. Features are
-``<features>/<video_id>.npy``, float ``[T, D]``; snippet ``i`` covers frames
+``<features>/<feature_prefix><video_id>.npy``, float ``[T, D]``; snippet ``i`` covers frames
 ``[i * feat_stride, i * feat_stride + num_frames)``.
 
 Only videos of ``train_subset`` and ``test_subset`` are loaded; others are ignored (counted).
@@ -36,7 +38,7 @@ from ..io import read_json
 log = logging.getLogger("noco.data")
 
 DATASET_FILE = "dataset.json"
-DEFAULTS = {"annotations": "annotations.json", "features": "features"}
+DEFAULTS = {"annotations": "annotations.json", "features": "features", "feature_prefix": ""}
 REQUIRED = ("fps", "feat_stride", "num_frames", "train_subset", "test_subset")
 # informational keys that noco writes (synth, converters) and never interprets
 INFO_KEYS = ("name", "description", "generator", "source")
@@ -92,6 +94,27 @@ class Dataset:
     annotation_file: Path | None = None
     feature_dir: Path | None = None
     stats: dict[str, int] = field(default_factory=dict)
+    description: Path | None = None  # its dataset.json; None: inferred from a standard layout
+    feature_prefix: str = ""
+
+    def describe(self) -> dict:
+        """The ``dataset.json`` fields of this dataset (paths relative to its root where possible)."""
+        def rel(p: Path | None, default: str) -> str:
+            if p is None:
+                return default
+            try:
+                r = str(p.relative_to(self.root))
+            except ValueError:
+                return str(p)
+            return r or "."
+
+        fps = float(self.fps)
+        return {"annotations": rel(self.annotation_file, "annotations.json"),
+                "features": rel(self.feature_dir, "features"),
+                "fps": int(fps) if fps.is_integer() else fps, "feat_stride": int(self.feat_stride),
+                "num_frames": int(self.num_frames), "train_subset": self.train_subset,
+                "test_subset": self.test_subset, "classes": list(self.classes),
+                **({"feature_prefix": self.feature_prefix} if self.feature_prefix else {})}
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -229,6 +252,10 @@ class Dataset:
     def summary(self) -> str:
         lines = [f"dataset {self.root}: {self.num_classes} classes, feature dim {self.feat_dim}, "
                  f"fps {self.fps:g}, feat_stride {self.feat_stride}, num_frames {self.num_frames}"]
+        if self.description is None:
+            d = self.describe()
+            lines.append(f"  no dataset.json: layout inferred (annotations {d['annotations']}, features "
+                         f"{d['features']}, feat_stride measured from the feature lengths)")
         for name in (self.train_subset, self.test_subset):
             vs = self.subset(name)
             n = sum(len(v.labels) for v in vs)
@@ -300,6 +327,13 @@ def expected_snippets(duration: float, fps: float, feat_stride: int, num_frames:
 # ---------------------------------------------------------------------- loading
 def _read_config(root: Path, problems: list[str]) -> dict | None:
     cfg_path = root / DATASET_FILE
+    if not cfg_path.exists():
+        from .layout import infer_description  # a standard-layout folder without dataset.json
+
+        out = dict(DEFAULTS)
+        out.update(infer_description(root))
+        out["inferred"] = True
+        return out
     try:
         cfg = read_json(cfg_path, "dataset description (dataset.json)")
     except DataError as e:
@@ -317,6 +351,9 @@ def _read_config(root: Path, problems: list[str]) -> dict | None:
     for key in REQUIRED:
         if key not in cfg:
             problems.append(f"{cfg_path}: missing field {key!r}")
+    if not isinstance(out.get("feature_prefix"), str):
+        problems.append(f"{cfg_path}: field 'feature_prefix' must be a string (e.g. \"v_\"), "
+                        f"found {out.get('feature_prefix')!r}")
     for key in ("annotations", "features", "train_subset", "test_subset"):
         if key in out and not (isinstance(out[key], str) and out[key]):
             problems.append(f"{cfg_path}: field {key!r} must be a non-empty string, found {out[key]!r}")
@@ -378,9 +415,11 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
     cfg = _read_config(root, problems)
     if cfg is None:
         raise DataError(problems, header=f"{root}: invalid dataset")
-    cfg_path = root / DATASET_FILE
+    inferred = bool(cfg.pop("inferred", False))
+    cfg_path = (f"{root} (layout inferred: no dataset.json)" if inferred else root / DATASET_FILE)
     ann_path = root / cfg["annotations"]
     feat_dir = root / cfg["features"]
+    prefix = cfg["feature_prefix"]
     train_subset, test_subset = cfg["train_subset"], cfg["test_subset"]
     used = (train_subset, test_subset)
 
@@ -500,7 +539,7 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
         problems.append(f"{cfg_path}: field 'features': feature folder {feat_dir} not found")
     else:
         for vid in with_features:
-            path = feat_dir / f"{vid}.npy"
+            path = feat_dir / f"{prefix}{vid}.npy"
             where = f"{path}: video {vid}"
             if not path.is_file():
                 problems.append(f"{where}: feature file not found")
@@ -528,7 +567,7 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
         if len(count) > 1:
             for vid, d in dims.items():
                 if d != feat_dim:
-                    problems.append(f"{feat_dir / (vid + '.npy')}: video {vid}: field shape: feature dim {d} "
+                    problems.append(f"{feat_dir / (prefix + vid + '.npy')}: video {vid}: field shape: feature dim {d} "
                                     f"differs from {feat_dim} (used by {count[feat_dim]} videos)")
 
     if problems:
@@ -562,7 +601,7 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
         exp = expected_snippets(dur, vfps, cfg["feat_stride"], cfg["num_frames"])
         if abs(t - exp) > max(4, 0.2 * exp):
             off_length.append((vid, t, exp))
-        videos[vid] = Video(vid, subset, dur, vfps, t, feat_dir / f"{vid}.npy", segs, labs)
+        videos[vid] = Video(vid, subset, dur, vfps, t, feat_dir / f"{prefix}{vid}.npy", segs, labs)
 
     if stats["instances_zero_length_dropped"]:
         log.warning("%s: dropped %d zero-length instances (end == start)", ann_path,
@@ -582,4 +621,5 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
         feat_stride=int(cfg["feat_stride"]), num_frames=int(cfg["num_frames"]),
         train_subset=train_subset, test_subset=test_subset, videos=videos,
         annotation_file=ann_path, feature_dir=feat_dir, stats=stats,
+        description=None if inferred else root / DATASET_FILE, feature_prefix=prefix,
     )
