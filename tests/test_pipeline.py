@@ -52,6 +52,14 @@ def test_run_rejects_unknown_set_key(tiny, tmp_path):
     assert "wtal.epochs" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_no_pseudo_label_is_an_error_not_a_silent_detector(tiny, tmp_path):
+    """A confidence scale that leaves no label above the threshold stops the run with what to change."""
+    r = _noco("run", "--data", str(tiny), "--out", str(tmp_path / "W"), *FAST, "--set", "wtal.oic_scale=1000")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "no pseudo-label to train a detector on" in r.stderr and "wtal.oic_scale" in r.stderr
+    assert not (tmp_path / "W" / "seed0" / "labels" / "a.json").exists()
+
+
 def test_external_base_model_proposals(tiny, tmp_path):
     """Another WTAL method's proposals (ActivityNet result format) replace the built-in base model."""
     import torch

@@ -191,6 +191,23 @@ def resolve_data(data: str, out: Path, synth_options: dict | None = None) -> Pat
                     f"({', '.join(synth.PRESETS)})")
 
 
+def _check_label_count(name: str, labels: dict, pool: dict, conf: float) -> None:
+    """No pseudo-label at all is an error (a detector trained on nothing is a silently wrong result);
+    very few is a warning. Both name the confidence the pool reaches and the settings to look at."""
+    n = sum(len(v) for v in labels.values())
+    n_pool = sum(len(v) for v in pool.values())
+    top = max((float(v.scores.max()) for v in pool.values() if len(v)), default=0.0)
+    where = (f"label set {name!r}: {n} labels on {len(labels)} training videos from a pool of {n_pool} "
+             f"proposals (highest confidence {top:.3f}, threshold correction.cala_conf = {conf})")
+    hint = ("the base model's confidence scale may not fit these features: look at wtal.oic_scale "
+            "(confidence = OIC / oic_scale) and correction.cala_conf, or pass another method's proposals "
+            "with --proposals (docs/METHOD.md, stage 1)")
+    if n == 0:
+        raise NocoError(f"{where}: no pseudo-label to train a detector on; {hint}")
+    if n < 0.25 * len(labels):
+        log.warning(f"noco: {where}: fewer labels than a quarter of the videos; {hint}")
+
+
 def simulated_note(ds) -> str:
     """A plain statement when ``ds`` was written by ``noco synth`` (its features are simulated)."""
     try:
@@ -418,6 +435,7 @@ class Pipeline:
                 else:
                     log.info("noco: [stage 1] CALA: context-aware label augmentation")
                     labels = cala_all(pool, **corr.cala_kwargs())
+                _check_label_count(name, labels, pool, corr.cala_conf)
                 write_instances(path, labels, self.ds.classes)
             self._mark(path, key)
             self._sync()
