@@ -263,6 +263,16 @@ def test_feature_dim_mismatch(tmp_path):
     assert "shape" in p
 
 
+def test_transposed_features_named(tmp_path):
+    """[D, T] files (same row count, varying columns) get one problem saying so, not one per video."""
+    db = {f"v{k}": video("Validation" if k else "Test", 10.0 + 5 * k, [((1, 2), "Jump")]) for k in range(4)}
+    feats = {f"v{k}": np.ones((16, expected_snippets(10.0 + 5 * k, 30, 4, 16)), np.float32) for k in range(4)}
+    root = make_dataset(tmp_path / "tr", db, feats=feats)
+    probs = problems_of(root)
+    assert len(probs) == 1
+    find(probs, "features", "[D, T]", "transpose")
+
+
 def test_annotation_problems(tmp_path):
     cases = {
         "bad_order": (video("Validation", 10.0, [((5, 3), "Jump")]), ("video bad_order", "'segment'", "ends before")),

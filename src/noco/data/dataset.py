@@ -564,11 +564,17 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
     if dims:
         count = Counter(dims.values())
         feat_dim = count.most_common(1)[0][0]
-        if len(count) > 1:
+        rows = Counter(snippets.values())
+        if len(count) > 1 and len(rows) == 1 and len(dims) >= 3:
+            # every file has the same number of rows and a different number of columns: [D, T]
+            problems.append(f"{feat_dir}: field shape: every feature file has {next(iter(rows))} rows while the "
+                            f"columns vary ({min(dims.values())}..{max(dims.values())}): the features look "
+                            f"stored as [D, T]; noco reads [T, D] (one row per snippet), so transpose them")
+        elif len(count) > 1:
             for vid, d in dims.items():
                 if d != feat_dim:
-                    problems.append(f"{feat_dir / (prefix + vid + '.npy')}: video {vid}: field shape: feature dim {d} "
-                                    f"differs from {feat_dim} (used by {count[feat_dim]} videos)")
+                    problems.append(f"{feat_dir / (prefix + vid + '.npy')}: video {vid}: field shape: feature "
+                                    f"dim {d} differs from {feat_dim} (used by {count[feat_dim]} videos)")
 
     if problems:
         n = len(problems)
