@@ -100,3 +100,17 @@ def test_write_description_round_trip(tiny_root, tmp_path):
     assert ds.description == root / "dataset.json" and ds.feat_stride == 4
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # never overwrites
     assert r.returncode == 2 and "exists already" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_warns_when_the_preset_does_not_fit_the_data(tmp_path, caplog):
+    from noco.commands.run import _warn_protocol
+    from noco.pipeline import make_pipeline_config
+
+    ds = load_dataset(_anet_like(tmp_path / "a", [31.0, 57.5, 120.2, 88.8, 45.0, 210.0]))
+    with caplog.at_level("WARNING", logger="noco"):
+        _warn_protocol(ds, make_pipeline_config("cpu"), "cpu")
+    assert "--preset anet12" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="noco"):
+        _warn_protocol(ds, make_pipeline_config("anet12-cpu"), "anet12-cpu")
+    assert caplog.text == ""
