@@ -480,6 +480,18 @@ def test_resume_continues_bit_for_bit(tiny, tmp_path):
         train_detector(sub, StaticLabels(gt), small_cfg(epochs=2, lr=1e-2), tmp_path / "b", seed=3, resume=True)
 
 
+def test_prefetching_changes_nothing(tiny, tmp_path):
+    """Features read ahead in a thread (the default) train the very same model as reading at use."""
+    gt = tiny.ground_truth(tiny.train_subset)
+    sub = _Restricted(tiny, OVERFIT_VIDEOS)
+    cfg = small_cfg(epochs=2, batch_size=2)
+    ahead = load_checkpoint(train_detector(sub, StaticLabels(gt), cfg, tmp_path / "a", seed=1, log_every=0))
+    at_use = load_checkpoint(train_detector(sub, StaticLabels(gt), cfg, tmp_path / "b", seed=1, log_every=0,
+                                            prefetch=0))
+    for name, t in ahead["model"].items():
+        assert torch.equal(t, at_use["model"][name]), name
+
+
 def test_init_from_checkpoint_and_detect_api(tiny, tmp_path):
     gt = tiny.ground_truth(tiny.train_subset)
     sub = _Restricted(tiny, OVERFIT_VIDEOS[:2])

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..correction.teacher import EMATeacher
 from ..data.grid import sec_to_grid
+from ..data.prefetch import Prefetcher
 from ..errors import DataError, NocoError
 from ..io import atomic_save_torch, check_writable_dir, load_checkpoint
 from ..labels.instances import Instances
@@ -138,7 +139,8 @@ def check_labels(ins: Instances, video_id: str, num_classes: int) -> None:
 
 
 def make_sample(dataset, video, ins: Instances, cfg: DetectorConfig, gen: torch.Generator | None,
-                hpm: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                hpm: bool = True, raw: np.ndarray | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One training sample: features ``[D, T]`` and instances on the network's input grid
     (down-sampled, or resized to ``cfg.fixed_length`` steps; ``infer.detector_grid``).
 
@@ -146,10 +148,12 @@ def make_sample(dataset, video, ins: Instances, cfg: DetectorConfig, gen: torch.
     videos to ``max_seq_len`` at a start that keeps at least one instance with ``>= trunc_thresh``
     of it inside (clipped), Gaussian input noise. ``gen=None``: the whole video, no noise. With
     ``fixed_length`` the crop and truncation apply to the resized steps (as in ActionFormer).
+    ``raw``: the video's features when already read (a prefetcher); else they are read here.
     Returns ``(x, segments [N, 2], labels [N], weights [N])``.
     """
     d = cfg.input_downsample
-    raw = dataset.features(video.id)
+    if raw is None:
+        raw = dataset.features(video.id)
     stride, frames = detector_grid(dataset.feat_stride, dataset.num_frames, raw.shape[0], cfg)
     segs = sec_to_grid(ins.segments.double(), video.fps, stride, frames).float()
     labels = ins.labels
@@ -336,7 +340,7 @@ def _load_init(model: TriDet, init: str | Path, dataset) -> None:
 def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_dir: str | Path, *,
                    init: str | Path | None = None, device: str | torch.device | None = "cpu", seed: int = 0,
                    resume: bool = False, val_fraction: float = 0.0, hpm: bool = True, log_every: int = 50,
-                   precision: str = "fp32", tensorboard: str | Path | None = None) -> Path:
+                   precision: str = "fp32", tensorboard: str | Path | None = None, prefetch: int = 2) -> Path:
     """Train TriDet on the dataset's training subset with labels from ``label_source``.
 
     ``cfg.input_dim``/``num_classes`` are taken from the dataset. ``init``: a checkpoint whose
@@ -345,6 +349,8 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
     mAP on them against their labels (as given by ``label_source`` before training) every epoch.
     ``tensorboard``: a folder for TensorBoard scalars (loss terms, learning rate, positives, epoch
     loss, held-out mAP; rank 0 only).
+    ``prefetch``: read the feature files this many batches ahead in a background thread
+    (:mod:`noco.data.prefetch`; 0: read at use; the result is the same either way).
     ``hpm=False``: every instance weight is 1. Under ``torchrun`` (``WORLD_SIZE`` > 1) trains with
     DistributedDataParallel; ``cfg.batch_size`` is per process (global batch = batch_size x world
     size); each rank corrects the labels of the videos it trains on, and before every checkpoint the
@@ -429,74 +435,78 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
     for epoch in range(start_epoch, cfg.epochs):
         order = torch.randperm(len(videos), generator=_generator(seed, 1, epoch))
         t_epoch, loss_sum, n_steps = time.time(), 0.0, 0
+        batches = []  # this rank's (slots, videos) of every step of the epoch, known in advance
         for it in range(steps_per_epoch):
             slots = torch.arange(it * global_batch, (it + 1) * global_batch)[rank * cfg.batch_size:
                                                                               (rank + 1) * cfg.batch_size]
-            batch_videos = [videos[int(order[int(k) % len(videos)])] for k in slots]
-            ids = [v.id for v in batch_videos]
-            with _phase("labels"):  # the label source (online correction: the teacher, AIC, MIC)
-                labels = label_source.labels_for(ids, step)
-            if len(labels) != len(ids):
-                raise NocoError(f"label source returned {len(labels)} label sets for {len(ids)} videos")
-            samples = []
-            with _phase("samples"):
-                for slot, v, ins in zip(slots.tolist(), batch_videos, labels):
-                    check_labels(ins, v.id, cfg.num_classes)
-                    samples.append(make_sample(dataset, v, ins.to("cpu"), cfg, _generator(seed, 2, step, slot), hpm))
-                x, mask = collate([s[0] for s in samples], cfg)
-                x, mask = x.to(dev), mask.to(dev)
-            torch.manual_seed(_seed(seed, 3, step, rank))  # drop-path
-            with _phase("forward"), autocast(dev, precision):
-                out = net(x, mask)
-            if precision != "fp32":
-                out = float_outputs(out)  # loss and Trident softmax in fp32
-            with _phase("loss"):  # label assignment and the loss (fp32)
-                targets = [assign_labels(out["points"], s[1].to(dev), s[2].to(dev), s[3].to(dev), cfg.num_classes,
-                                         cfg.center_sample_radius, out["mask"][i]) for i, s in enumerate(samples)]
-                cls_t, reg_t, w_t = (torch.stack(t) for t in zip(*targets))
-                focal, diou, num_pos = detection_loss(out, cls_t, reg_t, w_t, alpha=cfg.focal_alpha,
-                                                      gamma=cfg.focal_gamma, iou_power=cfg.iou_weight_power)
-                if world > 1:
-                    n = torch.tensor([float(num_pos)], device=dev)
-                    dist.all_reduce(n)
-                    num_pos = int(n.item())
-                m = cfg.loss_norm_momentum
-                norm = m * norm + (1 - m) * max(num_pos, 1)
-                loss = (focal + cfg.reg_loss_weight * diou) / norm
-                # (loss, cls, reg) for logging; under DDP this rank's shares -> the global batch's
-                # values, the same on every rank
-                loss_t = torch.stack((loss.detach(), focal.detach() / norm, diou.detach() / norm))
-                if world > 1:
-                    dist.all_reduce(loss_t)
-                # schedule position (= step, unless a resume changed the global batch and so steps/epoch)
-                lr = learning_rate(cfg, epoch * steps_per_epoch + it, steps_per_epoch)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            with _phase("backward"):
-                (loss * world).backward()  # DDP averages gradients; the sums are over the global batch
-            with _phase("optimizer"):
-                if cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-            with _phase("ema"):  # the model EMA and the label source's teacher
-                ema.update(model)
-                label_source.after_step(model, step)
-            step += 1
-            loss_v, cls_v, reg_v = loss_t.tolist()
-            if not math.isfinite(loss_v):  # every rank sees the same global value: all stop together
-                raise NocoError(f"detector training diverged at step {step} (loss {loss_v}); "
-                                f"lower the learning rate (now {cfg.lr})")
-            loss_sum += loss_v
-            n_steps += 1
-            if scalars.writer is not None:
-                for tag, v in (("loss", loss_v), ("loss_cls", cls_v), ("loss_reg", reg_v), ("lr", lr),
-                               ("positives", num_pos)):
-                    scalars.add(f"train/{tag}", v, step)
-            if rank == 0 and log_every and step % log_every == 0:
-                log.info("epoch %d step %d: loss %.4f (cls %.4f, reg %.4f) lr %.2e, %d positives, %.2f s/step",
-                         epoch + 1, step, loss_v, cls_v, reg_v, lr, num_pos,
-                         (time.time() - t_epoch) / n_steps)
+            batches.append((slots, [videos[int(order[int(k) % len(videos)])] for k in slots]))
+        with Prefetcher(dataset.features, [v.id for _, b in batches for v in b], prefetch * cfg.batch_size) as pf:
+            for it, (slots, batch_videos) in enumerate(batches):
+                ids = [v.id for v in batch_videos]
+                with _phase("labels"):  # the label source (online correction: the teacher, AIC, MIC)
+                    labels = label_source.labels_for(ids, step)
+                if len(labels) != len(ids):
+                    raise NocoError(f"label source returned {len(labels)} label sets for {len(ids)} videos")
+                samples = []
+                with _phase("samples"):
+                    for slot, v, ins in zip(slots.tolist(), batch_videos, labels):
+                        check_labels(ins, v.id, cfg.num_classes)
+                        samples.append(make_sample(dataset, v, ins.to("cpu"), cfg, _generator(seed, 2, step, slot),
+                                                   hpm, raw=pf.get(v.id)))
+                    x, mask = collate([s[0] for s in samples], cfg)
+                    x, mask = x.to(dev), mask.to(dev)
+                torch.manual_seed(_seed(seed, 3, step, rank))  # drop-path
+                with _phase("forward"), autocast(dev, precision):
+                    out = net(x, mask)
+                if precision != "fp32":
+                    out = float_outputs(out)  # loss and Trident softmax in fp32
+                with _phase("loss"):  # label assignment and the loss (fp32)
+                    targets = [assign_labels(out["points"], s[1].to(dev), s[2].to(dev), s[3].to(dev), cfg.num_classes,
+                                             cfg.center_sample_radius, out["mask"][i]) for i, s in enumerate(samples)]
+                    cls_t, reg_t, w_t = (torch.stack(t) for t in zip(*targets))
+                    focal, diou, num_pos = detection_loss(out, cls_t, reg_t, w_t, alpha=cfg.focal_alpha,
+                                                          gamma=cfg.focal_gamma, iou_power=cfg.iou_weight_power)
+                    if world > 1:
+                        n = torch.tensor([float(num_pos)], device=dev)
+                        dist.all_reduce(n)
+                        num_pos = int(n.item())
+                    m = cfg.loss_norm_momentum
+                    norm = m * norm + (1 - m) * max(num_pos, 1)
+                    loss = (focal + cfg.reg_loss_weight * diou) / norm
+                    # (loss, cls, reg) for logging; under DDP this rank's shares -> the global batch's
+                    # values, the same on every rank
+                    loss_t = torch.stack((loss.detach(), focal.detach() / norm, diou.detach() / norm))
+                    if world > 1:
+                        dist.all_reduce(loss_t)
+                    # schedule position (= step, unless a resume changed the global batch and so steps/epoch)
+                    lr = learning_rate(cfg, epoch * steps_per_epoch + it, steps_per_epoch)
+                    for g in optimizer.param_groups:
+                        g["lr"] = lr
+                optimizer.zero_grad(set_to_none=True)
+                with _phase("backward"):
+                    (loss * world).backward()  # DDP averages gradients; the sums are over the global batch
+                with _phase("optimizer"):
+                    if cfg.grad_clip > 0:
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                with _phase("ema"):  # the model EMA and the label source's teacher
+                    ema.update(model)
+                    label_source.after_step(model, step)
+                step += 1
+                loss_v, cls_v, reg_v = loss_t.tolist()
+                if not math.isfinite(loss_v):  # every rank sees the same global value: all stop together
+                    raise NocoError(f"detector training diverged at step {step} (loss {loss_v}); "
+                                    f"lower the learning rate (now {cfg.lr})")
+                loss_sum += loss_v
+                n_steps += 1
+                if scalars.writer is not None:
+                    for tag, v in (("loss", loss_v), ("loss_cls", cls_v), ("loss_reg", reg_v), ("lr", lr),
+                                   ("positives", num_pos)):
+                        scalars.add(f"train/{tag}", v, step)
+                if rank == 0 and log_every and step % log_every == 0:
+                    log.info("epoch %d step %d: loss %.4f (cls %.4f, reg %.4f) lr %.2e, %d positives, %.2f s/step",
+                             epoch + 1, step, loss_v, cls_v, reg_v, lr, num_pos,
+                             (time.time() - t_epoch) / n_steps)
         record = {"epoch": epoch + 1, "loss": loss_sum / max(n_steps, 1), "seconds": time.time() - t_epoch}
         if val_videos and rank == 0:
             record["val_map"] = _validate(ema.module, dataset, val_videos, val_labels)
