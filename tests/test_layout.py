@@ -114,3 +114,19 @@ def test_run_warns_when_the_preset_does_not_fit_the_data(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="noco"):
         _warn_protocol(ds, make_pipeline_config("anet12-cpu"), "anet12-cpu")
     assert caplog.text == ""
+
+
+def test_noco_run_on_a_standard_layout_folder(tiny_root, tmp_path):
+    """The one-command pipeline on a folder with no dataset.json: it runs, and says what it inferred."""
+    root = _standard_copy(tiny_root, tmp_path / "std")
+    out = tmp_path / "W"
+    r = subprocess.run([sys.executable, "-m", "noco", "run", "--data", str(root), "--out", str(out),
+                        "--set", "wtal.epochs=3", "--set", "detector.epochs=1", "--set", "student.epochs=1",
+                        "--set", "correction.cala_conf=0.1"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "no dataset.json; inferred" in r.stderr and "feat_stride 4" in r.stderr
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["dataset"]["source"].startswith("inferred") and cfg["dataset"]["features"] == "i3d_features"
+    assert "layout was inferred" in (out / "report.md").read_text()
+    assert json.loads((out / "predictions.json").read_text())["results"]
+    assert not (root / "dataset.json").exists()  # the user's folder is never written to

@@ -555,6 +555,10 @@ def write_run_report(run_dir: str | Path, *, dataset=None, seeds: Iterable[int] 
         facts.append(f"device `{cfg['device']}`")
     facts.append(f"seeds {', '.join(map(str, all_seeds)) or '-'}")
     md += ["; ".join(facts) + ".", ""]
+    lay = cfg.get("dataset")
+    if isinstance(lay, dict) and str(lay.get("source", "")).startswith("inferred"):
+        md += ["The data folder has no `dataset.json`; its layout was inferred: " + ", ".join(
+            f"{k} `{v}`" for k, v in lay.items() if k != "source") + ".", ""]
     if "sim" in str(cfg.get("data", "")):
         md += ["Simulated features: these numbers show what each stage does; they are not real "
                "THUMOS14 results.", ""]

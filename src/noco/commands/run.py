@@ -76,8 +76,11 @@ def _setup(args):
     ds = load_dataset(data_dir)
     if rank == 0:
         _warn_protocol(ds, cfg, args.preset)
-        atomic_write_json(out / "config.json", {"data": str(data_dir), "device": str(device), "world_size": world,
-                                                "precision": args.precision, **cfg.to_dict()}, indent=1)
+        layout = {k: v for k, v in ds.describe().items() if k != "classes"}
+        layout["source"] = str(ds.description) if ds.description else "inferred (no dataset.json)"
+        atomic_write_json(out / "config.json", {"data": str(data_dir), "dataset": layout, "device": str(device),
+                                                "world_size": world, "precision": args.precision,
+                                                **cfg.to_dict()}, indent=1)
         import yaml
 
         atomic_write_text(out / "config.yaml", "# written by noco; reuse with --preset " + str(out / "config.yaml")
