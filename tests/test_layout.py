@@ -1,5 +1,6 @@
 """A standard-layout folder without dataset.json (one ActivityNet-style JSON + one .npy per video)."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -113,6 +114,9 @@ def test_run_warns_when_the_preset_does_not_fit_the_data(tmp_path, caplog):
     caplog.clear()
     with caplog.at_level("WARNING", logger="noco"):
         _warn_protocol(ds, make_pipeline_config("anet12-cpu"), "anet12-cpu")
+        # a run's saved W/config.yaml names the data folder, not the preset: the tIoU set decides
+        saved = dataclasses.replace(make_pipeline_config("anet12-cpu"), data=str(tmp_path / "a"))
+        _warn_protocol(ds, saved, "W/config.yaml")
     assert caplog.text == ""
 
 

@@ -110,3 +110,19 @@ def test_run_under_torchrun_two_processes(tiny, tmp_path):
     assert cfg["world_size"] == 2
     assert r.stdout.count("g: f + HPM (NoCo)") == 1  # the table is printed once (rank 0)
     assert json.loads((out / "predictions.json").read_text())["results"]
+
+
+def test_paired_gains_hand_computed():
+    """g − a per seed, and its mean ± sample std, from two rows' metrics."""
+    from noco.pipeline import paired_gains
+
+    t = [0.3, 0.4, 0.5, 0.6, 0.7]
+
+    def m(x):
+        return {"tiou": t, "mAP": [x] * 5}
+
+    found = {"a": {0: m(0.40), 1: m(0.50), 2: m(0.45)}, "g": {0: m(0.42), 1: m(0.51), 2: m(0.48)},
+             "oracle": {0: m(0.9), 1: m(0.9)}, "b": {0: m(0.41)}}
+    lines = paired_gains(found).splitlines()
+    assert lines == ["- g − a, avg 0.3:0.7: +2.0, +1.0, +3.0 (seeds 0, 1, 2); mean +2.00 ± 1.00"]
+    assert paired_gains({"g": found["g"]}) == ""

@@ -625,6 +625,25 @@ def collect_metrics(out: Path) -> dict[str, dict[int, dict]]:
     return found
 
 
+def paired_gains(found: dict[str, dict[int, dict]], base: str = "a") -> str:
+    """Each row's gain over row ``base`` seed by seed (both rows of a seed share its WTAL model and
+    labels, so the difference removes that variance), per named average: markdown lines."""
+    if base not in found:
+        return ""
+    lines = []
+    for r in ROWS:
+        seeds = sorted(set(found.get(r, {})) & set(found[base])) if r not in ("oracle", base) else []
+        if len(seeds) < 2:
+            continue
+        for name in named_averages(found[base][seeds[0]]["tiou"], found[base][seeds[0]]["mAP"]):
+            d = [100 * (named_averages(found[r][s]["tiou"], found[r][s]["mAP"])[name]
+                        - named_averages(found[base][s]["tiou"], found[base][s]["mAP"])[name]) for s in seeds]
+            m, sd = _mean_std(d)
+            lines.append(f"- {r} − {base}, avg {name}: " + ", ".join(f"{x:+.1f}" for x in d)
+                         + f" (seeds {', '.join(map(str, seeds))}); mean {m:+.2f} ± {sd:.2f}")
+    return "\n".join(lines)
+
+
 def _boundary_error(q: dict) -> float | None:
     if q.get("start_error") is None or q.get("end_error") is None:
         return None

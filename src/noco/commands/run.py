@@ -91,12 +91,13 @@ def _setup(args):
 def _warn_protocol(ds, cfg, preset: str) -> None:
     """A THUMOS14 preset on ActivityNet-style data (or the reverse) runs, but not the paper's protocol."""
     anet_data = ds.train_subset.lower() == "training"
-    anet_preset = str(cfg.data).startswith("anet")
+    anet_preset = min(cfg.tiou) >= 0.5  # the protocol is the tIoU set (a saved W/config.yaml names a folder)
     if anet_data != anet_preset:
         want = "anet12 (or anet12-cpu)" if anet_data else "thumos14 (or cpu)"
         log.warning(f"noco: {ds.root} has subsets {ds.train_subset}/{ds.test_subset} "
-                    f"({'ActivityNet' if anet_data else 'THUMOS14'} convention) but preset {preset!r} is made for "
-                    f"{cfg.data} (tIoU {cfg.tiou[0]:g}..{cfg.tiou[-1]:g}); the paper's protocol for this data is "
+                    f"({'ActivityNet' if anet_data else 'THUMOS14'} convention) but preset {preset!r} evaluates at "
+                    f"tIoU {cfg.tiou[0]:g}..{cfg.tiou[-1]:g} ({'THUMOS14' if anet_data else 'ActivityNet'}'s "
+                    f"protocol); the paper's protocol for this data is "
                     f"--preset {want}")
 
 
@@ -149,7 +150,7 @@ def cmd_ablate(args) -> int:
     for seed in range(args.seeds):
         pipe = Pipeline(ds, out, cfg, seed=seed, device=device, proposals=args.proposals,
                         wtal_predictions=args.wtal_predictions, precision=args.precision,
-                    tensorboard=args.tensorboard)
+                        tensorboard=args.tensorboard)
         if pipe.has_wtal_row:
             pipe.metrics("wtal")
         for r in rows:
@@ -160,7 +161,11 @@ def cmd_ablate(args) -> int:
     found = collect_metrics(out)
     found = {r: {s: m for s, m in v.items() if s < args.seeds} for r, v in found.items() if r in ["wtal", *rows]}
     table = results_table(found, markdown=True)
-    from ..pipeline import simulated_note
+    from ..pipeline import paired_gains, simulated_note
+
+    paired = paired_gains(found)
+    if paired:
+        table += "\n\nGain over row a, seed by seed (paired: rows of a seed share its WTAL labels):\n\n" + paired
 
     sim = simulated_note(ds)
     header = (f"# Ablation on {ds.root.name}\n\n"

@@ -324,16 +324,15 @@ def expected_snippets(duration: float, fps: float, feat_stride: int, num_frames:
     return max(1, int(math.floor((duration * fps - num_frames) / feat_stride)) + 1)
 
 
+def length_fits(num_snippets: int, expected: int) -> bool:
+    """Whether a feature file's length is plausible for the snippets its video should have (feature
+    extractors differ by a few snippets at the ends; 20 % or 4 snippets of slack)."""
+    return abs(num_snippets - expected) <= max(4, 0.2 * expected)
+
+
 # ---------------------------------------------------------------------- loading
 def _read_config(root: Path, problems: list[str]) -> dict | None:
     cfg_path = root / DATASET_FILE
-    if not cfg_path.exists():
-        from .layout import infer_description  # a standard-layout folder without dataset.json
-
-        out = dict(DEFAULTS)
-        out.update(infer_description(root))
-        out["inferred"] = True
-        return out
     try:
         cfg = read_json(cfg_path, "dataset description (dataset.json)")
     except DataError as e:
@@ -412,10 +411,17 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
         raise DataError(f"{root}: dataset directory not found" if not root.exists()
                         else f"{root}: not a directory (expected a dataset directory holding {DATASET_FILE})")
     problems: list[str] = []
-    cfg = _read_config(root, problems)
+    inferred = not (root / DATASET_FILE).exists()
+    ann = None  # the parsed annotation file, when the layout inference has read it already
+    if inferred:  # a standard-layout folder: its description comes from the files themselves
+        from .layout import infer_description
+
+        desc, ann = infer_description(root, with_annotations=True)
+        cfg = {**DEFAULTS, **desc}
+    else:
+        cfg = _read_config(root, problems)
     if cfg is None:
         raise DataError(problems, header=f"{root}: invalid dataset")
-    inferred = bool(cfg.pop("inferred", False))
     cfg_path = (f"{root} (layout inferred: no dataset.json)" if inferred else root / DATASET_FILE)
     ann_path = root / cfg["annotations"]
     feat_dir = root / cfg["features"]
@@ -423,10 +429,11 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
     train_subset, test_subset = cfg["train_subset"], cfg["test_subset"]
     used = (train_subset, test_subset)
 
-    try:
-        ann = read_json(ann_path, "annotation file")
-    except DataError as e:
-        raise DataError(problems + e.problems, header=f"{root}: invalid dataset") from None
+    if ann is None:
+        try:
+            ann = read_json(ann_path, "annotation file")
+        except DataError as e:
+            raise DataError(problems + e.problems, header=f"{root}: invalid dataset") from None
     if not isinstance(ann, dict) or not isinstance(ann.get("database"), dict):
         problems.append(f"{ann_path}: must be an object with a 'database' mapping of video id -> video "
                         f"(ActivityNet layout)")
@@ -605,7 +612,7 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
         labs.setflags(write=False)
         t = snippets[vid]
         exp = expected_snippets(dur, vfps, cfg["feat_stride"], cfg["num_frames"])
-        if abs(t - exp) > max(4, 0.2 * exp):
+        if not length_fits(t, exp):
             off_length.append((vid, t, exp))
         videos[vid] = Video(vid, subset, dur, vfps, t, feat_dir / f"{prefix}{vid}.npy", segs, labs)
 

@@ -64,13 +64,14 @@ def _annotation_candidates(root: Path) -> list[Path]:
     return [p for p in files if p.is_file() and p.stat().st_size <= MAX_JSON_BYTES]
 
 
-def _has_database(path: Path) -> dict | None:
+def _with_database(path: Path) -> dict | None:
+    """The parsed file when it is an ActivityNet-style annotation file, else None."""
     try:
         obj = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     if isinstance(obj, dict) and isinstance(obj.get("database"), dict) and obj["database"]:
-        return obj["database"]
+        return obj
     return None
 
 
@@ -111,7 +112,7 @@ def _feature_folder(root: Path, ids: set[str]) -> tuple[Path, str, int]:
 
 
 def _measure_stride(root: Path, db: dict, ids: list[str], feat_dir: Path, prefix: str, fps: float) -> int:
-    from .dataset import expected_snippets, read_npy_header
+    from .dataset import expected_snippets, length_fits, read_npy_header
 
     lengths, est = [], []
     for vid in ids:
@@ -132,8 +133,7 @@ def _measure_stride(root: Path, db: dict, ids: list[str], feat_dir: Path, prefix
         raise _fail(root, f"cannot measure the feature stride: no readable 2-D feature file in {feat_dir}")
     med = float(np.median(est))
     stride = max(1, int(round(med)))
-    exp = [expected_snippets(d, f, stride, I3D_NUM_FRAMES) for _, d, f in lengths]
-    fits = sum(abs(t - e) <= max(4, 0.2 * e) for (t, _, _), e in zip(lengths, exp)) / len(lengths)
+    fits = sum(length_fits(t, expected_snippets(d, f, stride, I3D_NUM_FRAMES)) for t, d, f in lengths) / len(lengths)
     if abs(med - stride) > 0.15 * stride or fits < STRIDE_AGREEMENT:
         raise _fail(root, f"cannot measure the feature stride: the feature lengths in {feat_dir} do not follow "
                           f"the video durations at one stride (median estimate {med:.2f} frames at "
@@ -143,17 +143,19 @@ def _measure_stride(root: Path, db: dict, ids: list[str], feat_dir: Path, prefix
     return stride
 
 
-def infer_description(root: str | os.PathLike) -> dict:
-    """The ``dataset.json`` fields of a standard-layout folder (module docstring), or a DataError."""
+def infer_description(root: str | os.PathLike, with_annotations: bool = False) -> dict | tuple[dict, dict]:
+    """The ``dataset.json`` fields of a standard-layout folder (module docstring), or a DataError.
+    ``with_annotations``: also return the parsed annotation file (so the loader reads it once)."""
     root = Path(root)
-    found = [(p, db) for p in _annotation_candidates(root) if (db := _has_database(p)) is not None]
+    found = [(p, obj) for p in _annotation_candidates(root) if (obj := _with_database(p)) is not None]
     if not found:
         raise _fail(root, "no ActivityNet-style annotation file (a JSON object with a 'database' "
                           "mapping) in it or one folder below")
     if len(found) > 1:
         raise _fail(root, "several annotation files could be meant: "
                           + ", ".join(str(p.relative_to(root)) for p, _ in found))
-    ann, db = found[0]
+    ann, obj = found[0]
+    db = obj["database"]
     train, test = _pick_subsets(root, ann, db)
     ids = sorted(v for v, e in db.items() if isinstance(e, dict) and e.get("subset") in (train, test))
     feat_dir, prefix, n_found = _feature_folder(root, set(ids))
@@ -180,4 +182,4 @@ def infer_description(root: str | os.PathLike) -> dict:
              root, desc["annotations"], desc["features"], prefix, n_found, len(ids), train, test, desc["fps"],
              "median of the per-video fps fields" if per_video else "no fps field: W-TALC's 25",
              I3D_NUM_FRAMES, stride, root)
-    return desc
+    return (desc, obj) if with_annotations else desc

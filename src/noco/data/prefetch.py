@@ -18,9 +18,10 @@ import numpy as np
 
 
 class Prefetcher:
-    """``get(vid)`` returns ``load(vid)`` (as an in-memory float32 copy), for ``ids`` taken in order.
+    """``get(vid)`` returns ``load(vid)``, for ``ids`` taken in order: read ahead in a thread as an
+    in-memory float32 copy, or with ``depth`` 0 (no thread) ``load(vid)`` itself, read on the spot.
 
-    ``depth``: how many arrays may be read ahead (0: no thread, ``get`` reads on the spot).
+    ``depth``: how many arrays may be read ahead.
     Use as a context manager, or call :meth:`close`.
     """
 
@@ -60,7 +61,7 @@ class Prefetcher:
             raise RuntimeError(f"prefetcher asked for {vid!r}, next in its order is {want!r}")
         self._pos += 1
         if self._thread is None:
-            return self._read(vid)
+            return self._load(vid)
         got, arr, err = self._queue.get()
         if err is not None:
             raise err
