@@ -71,6 +71,12 @@ def register(sub) -> None:
     d.add_argument("--write-description", action="store_true",
                    help="write the (inferred) description to ROOT/dataset.json, to check and edit; "
                         "an existing dataset.json is never overwritten")
+    d.add_argument("--dev-split", type=float, metavar="FRACTION",
+                   help="write a development dataset to --dev-out: FRACTION of the training videos held out "
+                        "as its evaluation subset, the rest its training subset, no test video; run "
+                        "noco run / noco ablate on it to choose settings without the test subset")
+    d.add_argument("--dev-out", help="output directory of --dev-split (features are not copied)")
+    d.add_argument("--seed", type=int, default=0, help="seed of --dev-split's random split (default 0)")
     d.set_defaults(func=_dataset)
 
 
@@ -113,7 +119,7 @@ def _convert(args) -> int:
 
 
 def _dataset(args) -> int:
-    from ..data.dataset import DATASET_FILE
+    from ..data.dataset import DATASET_FILE, load_dataset
     from ..io import atomic_write_json
 
     ds = _summarise(args.root, args.check)
@@ -122,4 +128,13 @@ def _dataset(args) -> int:
             raise NocoError(f"{ds.description} exists already; it was not changed")
         path = atomic_write_json(ds.root / DATASET_FILE, ds.describe(), indent=1)
         print(f"wrote {path}")
+    if args.dev_split is not None:
+        from ..data.devsplit import write_dev_split
+
+        if not args.dev_out:
+            raise NocoError("--dev-split needs --dev-out DIR (where the development dataset is written)")
+        out = write_dev_split(ds, args.dev_out, args.dev_split, args.seed)
+        print(load_dataset(out).summary())
+    elif args.dev_out:
+        raise NocoError("--dev-out is only used with --dev-split FRACTION")
     return 0
