@@ -11,7 +11,7 @@ from noco.pipeline import ANET_TIOUS, make_pipeline_config
 
 # a 2-epoch WTAL model on 40 videos reaches confidence ~0.03: a low threshold keeps row a trainable
 SMALL = ["--set", "wtal.epochs=2", "--set", "wtal.hidden_dim=32", "--set", "detector.epochs=1",
-         "--set", "correction.cala_conf=0.01",
+         "--set", "correction.cala_conf=0.01", "--set", "correction.baseline_conf=0.01",
          "--set", "detector.fixed_length=64", "--set", "detector.max_seq_len=64",
          "--set", "detector.embed_dim=32", "--set", "detector.head_dim=32", "--set", "detector.mlp_dim=48",
          "--set", "student.epochs=1"]

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-# a 3-epoch WTAL model on tiny reaches confidence ~0.16: cala_conf 0.1 gives the detectors labels
+# a 3-epoch WTAL model on tiny reaches confidence ~0.16: thresholds of 0.1 give the detectors labels
 FAST = ["--set", "wtal.epochs=3", "--set", "detector.epochs=2", "--set", "student.epochs=1",
-        "--set", "correction.cala_conf=0.1"]
+        "--set", "correction.cala_conf=0.1", "--set", "correction.baseline_conf=0.1"]
 
 
 def _noco(*args, cwd=None):
@@ -59,6 +59,7 @@ def test_no_pseudo_label_is_an_error_not_a_silent_detector(tiny, tmp_path):
     r = _noco("run", "--data", str(tiny), "--out", str(tmp_path / "W"), *FAST, "--set", "wtal.oic_scale=1000")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "no pseudo-label to train a detector on" in r.stderr and "wtal.oic_scale" in r.stderr
+    assert "label set 'a'" in r.stderr and "correction.baseline_conf = 0.1" in r.stderr  # row a: its own threshold
     assert not (tmp_path / "W" / "seed0" / "labels" / "a.json").exists()
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 ARGS = ["--set", "wtal.epochs=3", "--set", "detector.epochs=3", "--set", "student.epochs=2",
-        "--set", "correction.cala_conf=0.1"]  # tiny's 3-epoch WTAL model reaches confidence ~0.16
+        "--set", "correction.cala_conf=0.1", "--set", "correction.baseline_conf=0.1"]  # tiny's 3-epoch WTAL model reaches confidence ~0.16
 
 
 def _cmd(data, out):

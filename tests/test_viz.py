@@ -261,7 +261,7 @@ def real_run(tiny, tmp_path_factory):
     W = tmp_path_factory.mktemp("real") / "W"
     r = subprocess.run([sys.executable, "-m", "noco", "run", "--data", str(tiny), "--out", str(W),
                         "--ablation", "b", "--no-baseline", "--set", "wtal.epochs=2", "--set", "detector.epochs=1",
-                        "--set", "correction.cala_conf=0.1"],
+                        "--set", "correction.cala_conf=0.1", "--set", "correction.baseline_conf=0.1"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return W, r

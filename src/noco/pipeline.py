@@ -191,16 +191,16 @@ def resolve_data(data: str, out: Path, synth_options: dict | None = None) -> Pat
                     f"({', '.join(synth.PRESETS)})")
 
 
-def _check_label_count(name: str, labels: dict, pool: dict, conf: float) -> None:
+def _check_label_count(name: str, labels: dict, pool: dict, conf: float, setting: str) -> None:
     """No pseudo-label at all is an error (a detector trained on nothing is a silently wrong result);
     very few is a warning. Both name the confidence the pool reaches and the settings to look at."""
     n = sum(len(v) for v in labels.values())
     n_pool = sum(len(v) for v in pool.values())
     top = max((float(v.scores.max()) for v in pool.values() if len(v)), default=0.0)
     where = (f"label set {name!r}: {n} labels on {len(labels)} training videos from a pool of {n_pool} "
-             f"proposals (highest confidence {top:.3f}, threshold correction.cala_conf = {conf})")
-    hint = ("the base model's confidence scale may not fit these features: look at wtal.oic_scale "
-            "(confidence = OIC / oic_scale) and correction.cala_conf, or pass another method's proposals "
+             f"proposals (highest confidence {top:.3f}, threshold correction.{setting} = {conf})")
+    hint = (f"the base model's confidence scale may not fit these features: look at wtal.oic_scale "
+            "(confidence = OIC / oic_scale) and correction.{setting}, or pass another method's proposals "
             "with --proposals (docs/METHOD.md, stage 1)")
     if n == 0:
         raise NocoError(f"{where}: no pseudo-label to train a detector on; {hint}")
@@ -431,11 +431,12 @@ class Pipeline:
                 raise NocoError(f"unknown label set {name!r}")
             if self.main:
                 if name == "a":
-                    labels = baseline_filter_all(pool, conf=corr.cala_conf, nms=corr.cala_nms)
+                    labels = baseline_filter_all(pool, conf=corr.baseline_conf, nms=corr.cala_nms)
                 else:
                     log.info("noco: [stage 1] CALA: context-aware label augmentation")
                     labels = cala_all(pool, **corr.cala_kwargs())
-                _check_label_count(name, labels, pool, corr.cala_conf)
+                _check_label_count(name, labels, pool, *((corr.baseline_conf, "baseline_conf") if name == "a"
+                                                         else (corr.cala_conf, "cala_conf")))
                 write_instances(path, labels, self.ds.classes)
             self._mark(path, key)
             self._sync()
@@ -445,7 +446,7 @@ class Pipeline:
     def label_key(self, name: str) -> dict:
         corr = self.cfg.correction
         return {"wtal": self.wtal_key(), "label": name,
-                "cala": corr.cala_kwargs() if name == "b" else {"conf": corr.cala_conf, "nms": corr.cala_nms}}
+                "cala": corr.cala_kwargs() if name == "b" else {"conf": corr.baseline_conf, "nms": corr.cala_nms}}
 
     # ---- stage 2/3: one detector per row
     def row_key(self, row: str) -> dict:

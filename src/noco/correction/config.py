@@ -14,6 +14,9 @@ from ..errors import NocoError
 
 @dataclass
 class CorrectionConfig:
+    # --- row a (the baseline without CALA) -------------------------------------------------
+    baseline_conf: float = 0.5      # the paper's filter: proposals with confidence > this, after NMS
+                                    # (cala_nms), weight 1
     # --- CALA (stage 1, Algorithm 1) -------------------------------------------------------
     cala_conf: float = 0.5          # θ_conf: seeds have score >= this
     cala_nms: float = 0.45          # θ_nms: per-class NMS of the seeds
@@ -75,7 +78,7 @@ class CorrectionConfig:
 
     def validate(self) -> "CorrectionConfig":
         p = []
-        unit = ("cala_conf", "cala_nms", "cala_iou", "alpha", "aic_iou", "aic_conf", "aic_beta",
+        unit = ("baseline_conf", "cala_conf", "cala_nms", "cala_iou", "alpha", "aic_iou", "aic_conf", "aic_beta",
                 "mic_conf", "mic_nms", "mic_iou", "replace_conf", "replace_nms")
         for name in unit:
             v = getattr(self, name)
