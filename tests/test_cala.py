@@ -200,3 +200,18 @@ def test_cala_diagnosis_separates_shared_from_independent_errors():
     assert a["cala"]["abs_start"] < a["seed"]["abs_start"] and a["seed_closer_than_cala"] == 0.0
     assert b["corr_start"] > 0.99
     assert abs(b["cala"]["abs_start"] - b["seed"]["abs_start"]) < 0.02
+
+
+def test_cala_conf_sweep_trades_precision_for_recall():
+    """A correct low-scoring proposal joins the labels only below its score; a wrong one costs
+    precision. Hand-made: 2 instances, a confident correct proposal, a 0.35 correct one, a 0.25 wrong one."""
+    from noco.labels.cala_diagnosis import conf_sweep
+
+    gt = {"v": Instances.create(torch.tensor([[10.0, 20.0], [40.0, 41.5]]), torch.tensor([0, 0]))}
+    pool = {"v": Instances.create(torch.tensor([[10.0, 20.0], [40.0, 41.5], [60.0, 70.0]]),
+                                  torch.zeros(3, dtype=torch.long), torch.tensor([0.9, 0.35, 0.25]))}
+    rows = conf_sweep(pool, gt, {"v": 100.0}, 1, [0.5, 0.3, 0.2])
+    assert [r["labels"] for r in rows] == [1, 2, 3]
+    assert [r["recall"] for r in rows] == [0.5, 1.0, 1.0]
+    assert [r["precision"] for r in rows] == pytest.approx([1.0, 1.0, 2 / 3])
+    assert rows[0]["recall_short"] == 0.0 and rows[1]["recall_short"] == 1.0  # the 1.5 s instance
