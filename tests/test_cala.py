@@ -215,3 +215,17 @@ def test_cala_conf_sweep_trades_precision_for_recall():
     assert [r["recall"] for r in rows] == [0.5, 1.0, 1.0]
     assert [r["precision"] for r in rows] == pytest.approx([1.0, 1.0, 2 / 3])
     assert rows[0]["recall_short"] == 0.0 and rows[1]["recall_short"] == 1.0  # the 1.5 s instance
+
+
+def test_pool_coverage_by_length():
+    """A 1 s instance covered only by a 0.2 proposal, a 10 s one by 0.9 and 0.4 proposals, a 3 s
+    one by a proposal of another class (not covered)."""
+    from noco.labels.cala_diagnosis import pool_coverage
+
+    gt = {"v": Instances.create(torch.tensor([[5.0, 6.0], [20.0, 30.0], [40.0, 43.0]]), torch.tensor([0, 0, 0]))}
+    pool = {"v": Instances.create(torch.tensor([[5.0, 6.1], [20.0, 30.0], [21.0, 30.0], [40.0, 43.0]]),
+                                  torch.tensor([0, 0, 0, 1]), torch.tensor([0.2, 0.9, 0.4, 0.8]))}
+    c = pool_coverage(pool, gt)
+    assert c["short"] == {"instances": 1, "covered": 1.0, "median_best_score": pytest.approx(0.2)}
+    assert c["long"] == {"instances": 1, "covered": 1.0, "median_best_score": pytest.approx(0.9)}
+    assert c["medium"] == {"instances": 1, "covered": 0.0, "median_best_score": None}

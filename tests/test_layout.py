@@ -126,7 +126,8 @@ def test_noco_run_on_a_standard_layout_folder(tiny_root, tmp_path):
     out = tmp_path / "W"
     r = subprocess.run([sys.executable, "-m", "noco", "run", "--data", str(root), "--out", str(out),
                         "--set", "wtal.epochs=3", "--set", "detector.epochs=1", "--set", "student.epochs=1",
-                        "--set", "correction.cala_conf=0.1", "--set", "correction.baseline_conf=0.1"], capture_output=True, text=True, timeout=600)
+                        "--set", "correction.cala_conf=0.1", "--set", "correction.baseline_conf=0.1"],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "no dataset.json; inferred" in r.stderr and "feat_stride 4" in r.stderr
     cfg = json.loads((out / "config.json").read_text())

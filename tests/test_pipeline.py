@@ -59,7 +59,9 @@ def test_no_pseudo_label_is_an_error_not_a_silent_detector(tiny, tmp_path):
     r = _noco("run", "--data", str(tiny), "--out", str(tmp_path / "W"), *FAST, "--set", "wtal.oic_scale=1000")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "no pseudo-label to train a detector on" in r.stderr and "wtal.oic_scale" in r.stderr
-    assert "label set 'a'" in r.stderr and "correction.baseline_conf = 0.1" in r.stderr  # row a: its own threshold
+    # row a has its own threshold, and both the problem and the hint name it
+    assert "label set 'a'" in r.stderr and "correction.baseline_conf = 0.1" in r.stderr
+    assert "and correction.baseline_conf, or pass" in r.stderr and "{setting}" not in r.stderr
     assert not (tmp_path / "W" / "seed0" / "labels" / "a.json").exists()
 
 

@@ -199,8 +199,8 @@ def _check_label_count(name: str, labels: dict, pool: dict, conf: float, setting
     top = max((float(v.scores.max()) for v in pool.values() if len(v)), default=0.0)
     where = (f"label set {name!r}: {n} labels on {len(labels)} training videos from a pool of {n_pool} "
              f"proposals (highest confidence {top:.3f}, threshold correction.{setting} = {conf})")
-    hint = (f"the base model's confidence scale may not fit these features: look at wtal.oic_scale "
-            "(confidence = OIC / oic_scale) and correction.{setting}, or pass another method's proposals "
+    hint = ("the base model's confidence scale may not fit these features: look at wtal.oic_scale "
+            f"(confidence = OIC / oic_scale) and correction.{setting}, or pass another method's proposals "
             "with --proposals (docs/METHOD.md, stage 1)")
     if n == 0:
         raise NocoError(f"{where}: no pseudo-label to train a detector on; {hint}")
@@ -432,11 +432,11 @@ class Pipeline:
             if self.main:
                 if name == "a":
                     labels = baseline_filter_all(pool, conf=corr.baseline_conf, nms=corr.cala_nms)
+                    _check_label_count(name, labels, pool, corr.baseline_conf, "baseline_conf")
                 else:
                     log.info("noco: [stage 1] CALA: context-aware label augmentation")
                     labels = cala_all(pool, **corr.cala_kwargs())
-                _check_label_count(name, labels, pool, *((corr.baseline_conf, "baseline_conf") if name == "a"
-                                                         else (corr.cala_conf, "cala_conf")))
+                    _check_label_count(name, labels, pool, corr.cala_conf, "cala_conf")
                 write_instances(path, labels, self.ds.classes)
             self._mark(path, key)
             self._sync()
@@ -445,6 +445,8 @@ class Pipeline:
 
     def label_key(self, name: str) -> dict:
         corr = self.cfg.correction
+        # row a's filter sits under the key "cala" too, so that caches written before it had its own
+        # threshold (baseline_conf) stay valid
         return {"wtal": self.wtal_key(), "label": name,
                 "cala": corr.cala_kwargs() if name == "b" else {"conf": corr.baseline_conf, "nms": corr.cala_nms}}
 

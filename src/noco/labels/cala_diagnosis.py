@@ -8,6 +8,10 @@ they share its error and averaging moves little (or away, when the seed is the b
 
     python -m noco.labels.cala_diagnosis --data DIR --pool W/seed0/wtal/pool.json
 
+``pool_coverage`` (always printed) tells whether the pool holds what the labels miss: per length
+bin of the ground truth, the fraction with a same-class proposal at tIoU >= 0.5 (any score), and
+the median score of the best-scoring such proposal.
+
 ``--conf-sweep 0.5,0.3,0.2`` adds, for each seed threshold θ_conf, the quality of CALA's labels
 (count, frame mIoU, precision / recall at tIoU 0.5, recall of short instances, merge rate): what a
 lower threshold buys in recall and costs in precision.
@@ -63,6 +67,35 @@ def diagnose(pool: dict, gt: dict, conf: float = 0.5, nms: float = 0.45, iou: fl
     return out
 
 
+def pool_coverage(pool: dict, gt: dict, match: float = 0.5) -> dict:
+    """Per ground-truth length bin (``eval.labels.LENGTH_BINS``): instances, the fraction covered by
+    a same-class proposal at tIoU >= ``match``, and the median of the best covering proposal's score."""
+    from ..eval.labels import LENGTH_BINS
+
+    lengths, best = [], []
+    for vid, g in gt.items():
+        if len(g) == 0:
+            continue
+        p = pool.get(vid)
+        lengths.append(g.segments[:, 1] - g.segments[:, 0])
+        if p is None or len(p) == 0:
+            best.append(torch.full((len(g),), -1.0))
+            continue
+        iou = pairwise_tiou(g.segments, p.segments) * (g.labels[:, None] == p.labels[None, :])
+        score = torch.where(iou >= match, p.scores[None, :].to(torch.float32), torch.tensor(-1.0))
+        best.append(score.max(1).values)
+    if not lengths:
+        return {}
+    length, best = torch.cat(lengths), torch.cat(best)
+    out = {}
+    for name, lo, hi in LENGTH_BINS:
+        m = (length >= lo) & (length < hi)
+        hit = best[m][best[m] >= 0]
+        out[name] = {"instances": int(m.sum()), "covered": float((best[m] >= 0).double().mean()) if m.any() else None,
+                     "median_best_score": float(hit.median()) if len(hit) else None}
+    return out
+
+
 def conf_sweep(pool: dict, gt: dict, durations: dict, num_classes: int, confs) -> list[dict]:
     """Quality of ``cala_all(pool, conf_thresh=c)`` against ``gt`` for each ``c`` in ``confs``."""
     from ..eval.labels import label_quality
@@ -91,6 +124,7 @@ def main(argv=None) -> int:
     pool = read_instances(args.pool, ds.classes, videos=[v.id for v in train])
     gt = ds.ground_truth(ds.train_subset)
     res = diagnose(pool, gt)
+    res["pool_coverage"] = pool_coverage(pool, gt)
     if args.conf_sweep:
         confs = [float(c) for c in args.conf_sweep.split(",") if c.strip()]
         res["conf_sweep"] = conf_sweep(pool, gt, {v.id: v.duration for v in train}, ds.num_classes, confs)
