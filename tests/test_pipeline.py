@@ -46,6 +46,19 @@ def test_run_end_to_end_and_cache(tiny, tmp_path):
     after = {p: p.stat().st_mtime_ns for p in before}
     assert before == after
     assert "b: + CALA" in r2.stdout
+    # correction.teacher_hpm: row g gets its own teacher, trained on row b's labels with the HPM loss;
+    # row b (the teacher of rows c-f) is left as it was
+    import torch
+
+    r3 = _noco("run", "--data", str(tiny), "--out", str(out), *FAST, "--set", "correction.teacher_hpm=true")
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    rows = out / "seed0" / "rows"
+    assert {p: p.stat().st_mtime_ns for p in before if "rows/b/" in p.as_posix()} == \
+        {p: t for p, t in before.items() if "rows/b/" in p.as_posix()}
+    assert (rows / "g" / "model.pt").stat().st_mtime_ns != before[rows / "g" / "model.pt"]  # retrained
+    ck = lambda r: torch.load(rows / r / "model.pt", map_location="cpu", weights_only=True)
+    assert ck("bh")["hpm"] is True and ck("b")["hpm"] is False
+    assert "teacher of row bh" in r3.stderr
 
 
 def test_run_rejects_unknown_set_key(tiny, tmp_path):

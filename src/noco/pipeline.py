@@ -45,18 +45,23 @@ ROW_TITLES = {
     "e": "e: c + MIC",
     "f": "f: c + AIC + MIC",
     "g": "g: f + HPM (NoCo)",
+    "bh": "b + HPM (teacher of g)",
 }
 # what each row trains on: static label set, or an online correction on top of row b's teacher
 ROW_SPEC: dict[str, dict[str, Any]] = {
     "oracle": dict(labels="gt"),
     "a": dict(labels="a"),
     "b": dict(labels="b"),
+    # row g's teacher when correction.teacher_hpm is on: row b's labels, trained with the HPM loss
+    "bh": dict(labels="b", hpm=True),
     "c": dict(labels="b", teacher="b", mode="replace", use_aic=False, use_mic=False, hpm=False),
     "d": dict(labels="b", teacher="b", mode="online", use_aic=True, use_mic=False, hpm=False),
     "e": dict(labels="b", teacher="b", mode="online", use_aic=False, use_mic=True, hpm=False),
     "f": dict(labels="b", teacher="b", mode="online", use_aic=True, use_mic=True, hpm=False),
     "g": dict(labels="b", teacher="b", mode="online", use_aic=True, use_mic=True, hpm=True),
 }
+# rows computed only as another row's teacher (listed in tables after the rows, when present)
+HELPER_ROWS = ["bh"]
 THUMOS_TIOUS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 ANET_TIOUS = [round(0.5 + 0.05 * i, 2) for i in range(10)]
 SHORT_BIN = "short"
@@ -451,6 +456,13 @@ class Pipeline:
                 "cala": corr.cala_kwargs() if name == "b" else {"conf": corr.baseline_conf, "nms": corr.cala_nms}}
 
     # ---- stage 2/3: one detector per row
+    def teacher_row(self, row: str) -> str | None:
+        """The row whose detector is ``row``'s teacher (None for rows trained on static labels)."""
+        spec = ROW_SPEC[row]
+        if "teacher" not in spec:
+            return None
+        return "bh" if spec["hpm"] and self.cfg.correction.teacher_hpm else spec["teacher"]
+
     def row_key(self, row: str) -> dict:
         spec = ROW_SPEC[row]
         key = {"row": row, "spec": spec, "seed": self.seed, "data": self.ds.settings(),
@@ -460,8 +472,10 @@ class Pipeline:
             key["labels"] = self.label_key(spec["labels"])
         if "teacher" in spec:
             key["student"] = dataclasses.asdict(self.cfg.student)
-            key["correction"] = dataclasses.asdict(self.cfg.correction)
-            key["teacher"] = self.row_key(spec["teacher"])
+            corr = dataclasses.asdict(self.cfg.correction)
+            corr.pop("teacher_hpm")  # its effect is the teacher's own key, below
+            key["correction"] = corr
+            key["teacher"] = self.row_key(self.teacher_row(row))
         return key
 
     def row_checkpoint(self, row: str) -> Path:
@@ -480,15 +494,16 @@ class Pipeline:
             log.info(f"noco: [stage 2] training TriDet for row {row} on {len(initial)} videos' labels")
             source = StaticLabels(initial)
             ck = train_detector(self.ds, source, self.cfg.detector, rdir / "train", device=self.device,
-                                seed=self.seed, resume=True, hpm=False, precision=self.precision,
+                                seed=self.seed, resume=True, hpm=spec.get("hpm", False), precision=self.precision,
                                 tensorboard=self._tb(row))
             if self.main:
                 write_instances(rdir / "labels.json", initial, self.ds.classes)
         else:
-            teacher_ck = self.row_checkpoint(spec["teacher"])
+            teacher = self.teacher_row(row)
+            teacher_ck = self.row_checkpoint(teacher)
             t0 = time.perf_counter()
             source = self._online_source(initial, teacher_ck, spec)
-            log.info(f"noco: [stage 3] row {row}: student from the teacher of row {spec['teacher']}, "
+            log.info(f"noco: [stage 3] row {row}: student from the teacher of row {teacher}, "
                      f"mode={spec['mode']} AIC={spec['use_aic']} MIC={spec['use_mic']} HPM={spec['hpm']}")
             ck = train_detector(self.ds, source, self.cfg.student, rdir / "train", init=teacher_ck,
                                 device=self.device, seed=self.seed, resume=True, hpm=spec["hpm"],
@@ -656,7 +671,7 @@ def _boundary_error(q: dict) -> float | None:
 def results_table(found: dict[str, dict[int, dict]], markdown: bool = False) -> str:
     """Rows: WTAL and every ablation row present; columns: mAP per tIoU and the averages, mean (± std
     over seeds when there are several)."""
-    order = [r for r in ["wtal", *ROWS] if r in found]
+    order = [r for r in ["wtal", *ROWS, *HELPER_ROWS] if r in found]
     if not order:
         return "(no results yet)"
     any_m = next(iter(found[order[0]].values()))

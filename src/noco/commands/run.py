@@ -146,6 +146,8 @@ def cmd_ablate(args) -> int:
     if args.seeds < 1:
         raise NocoError("--seeds must be at least 1")
     ds, cfg, device, out = _setup(args)
+    if cfg.correction.teacher_hpm and "g" in rows:
+        rows.append("bh")  # row g's own teacher: reported beside row b
     t0 = time.perf_counter()
     for seed in range(args.seeds):
         pipe = Pipeline(ds, out, cfg, seed=seed, device=device, proposals=args.proposals,

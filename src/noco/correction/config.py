@@ -25,6 +25,9 @@ class CorrectionConfig:
     cala_include_seed: bool = True  # the seed belongs to its own associated set
     # --- teacher ---------------------------------------------------------------------------
     alpha: float = 0.999            # θ_T <- α θ_T + (1 - α) θ_S after every optimizer step
+    teacher_hpm: bool = False       # pre-train the teacher of the HPM rows (g) with the HPM loss too
+                                    # (weights of the CALA labels); rows c-f keep row b's plain teacher.
+                                    # NOCO.md: "TriDet trained fully supervised on P_aug" (off) [choice]
     # --- online loop -----------------------------------------------------------------------
     mode: str = "online"            # "online" (rows d-g) or "replace" (row c)
     refresh: Any = "batch"          # "batch": correct a video each time it is in a batch;
@@ -96,7 +99,7 @@ class CorrectionConfig:
             p.append(f"refresh must be 'batch' or an integer number of steps >= 1, found {r!r}")
         if isinstance(self.start_step, bool) or not isinstance(self.start_step, int) or self.start_step < 0:
             p.append(f"start_step must be an integer >= 0, found {self.start_step!r}")
-        for name in ("cala_include_seed", "use_aic", "use_mic", "aic_same_class", "mic_same_class"):
+        for name in ("cala_include_seed", "teacher_hpm", "use_aic", "use_mic", "aic_same_class", "mic_same_class"):
             if not isinstance(getattr(self, name), bool):
                 p.append(f"{name} must be true or false, found {getattr(self, name)!r}")
         if p:
