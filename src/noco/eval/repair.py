@@ -1,0 +1,125 @@
+"""Oracle label repair: what each kind of pseudo-label noise costs the detector.
+
+A diagnostic, never part of training. ``repair_labels(gt, labels, ...)`` matches a label set to the
+ground truth exactly as :func:`noco.eval.labels.label_quality` does (greedy one-to-one, labels by
+score, same class, tIoU >= ``iou``) and removes one kind of noise at a time:
+
+* ``snap``       -- every matched label takes its ground truth's boundaries (boundary noise);
+* ``drop_false`` -- unmatched labels are removed (false positives, duplicates, and merged labels,
+  which cover two instances and match neither at tIoU 0.5);
+* ``add_missed`` -- unmatched ground-truth instances are added, weight 1 and score 1 (missed
+  instances, short ones above all).
+
+All three together give the ground truth back (its duplicates once). Training the same detector on
+each repaired set says how much of the gap between a label set and the oracle each kind of noise
+accounts for, and so how far a correction method could go by removing it::
+
+    python -m noco.eval.repair --data DATA --labels W/seed0/rows/b/labels.json --out R.json --snap
+    noco detector train --data DATA --labels R.json --out X --no-hpm && noco detector predict ...
+
+(``tools/label_repair_study.sh`` runs the whole grid.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Mapping
+
+import torch
+
+from ..labels.instances import Instances
+from .detection import dedup_ground_truth, flatten, match_greedy
+
+__all__ = ["repair_labels"]
+
+
+def repair_labels(gt: Mapping[str, Instances], labels: Mapping[str, Instances], num_classes: int, *,
+                  snap: bool = False, drop_false: bool = False, add_missed: bool = False,
+                  iou: float = 0.5) -> dict[str, Instances]:
+    """The label set ``labels`` with the chosen kinds of noise removed (see the module docstring).
+
+    Videos of ``labels`` without ground truth are kept as they are (nothing to match them to);
+    ``add_missed`` also gives labels to ground-truth videos that had none.
+    """
+    vids = list(gt)
+    index = {v: i for i, v in enumerate(vids)}
+    g_vid, g_seg, g_lab, _ = flatten(gt, index, num_classes, "ground truth")
+    keep = dedup_ground_truth(g_vid, g_seg, g_lab)
+    g_vid, g_seg, g_lab = g_vid[keep], g_seg[keep], g_lab[keep]
+    ours = {v: labels[v] for v in vids if v in labels}
+    l_vid, l_seg, l_lab, l_score = flatten(ours, index, num_classes, "labels")
+    l_weight = torch.cat([ours[v].weights.double() for v in vids if v in ours]) if ours else torch.zeros(0)
+    order = torch.argsort(l_score, descending=True, stable=True)
+    rank_pos = torch.empty_like(order)
+    rank_pos[order] = torch.arange(order.numel())
+    mp, _, mg = match_greedy(g_seg, g_vid * num_classes + g_lab, l_seg, l_vid * num_classes + l_lab,
+                             rank_pos, torch.tensor([float(iou)], dtype=torch.float64))
+    seg = l_seg.clone()
+    if snap:
+        seg[mp] = g_seg[mg]
+    kept = torch.ones(l_lab.numel(), dtype=torch.bool)
+    if drop_false:
+        kept[:] = False
+        kept[mp] = True
+    parts_vid, parts = [l_vid[kept]], [(seg[kept], l_lab[kept], l_score[kept], l_weight[kept])]
+    if add_missed:
+        hit = torch.zeros(g_lab.numel(), dtype=torch.bool)
+        hit[mg] = True
+        miss = ~hit
+        n = int(miss.sum())
+        parts_vid.append(g_vid[miss])
+        parts.append((g_seg[miss], g_lab[miss], torch.ones(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64)))
+    a_vid = torch.cat(parts_vid)
+    a_seg, a_lab, a_score, a_w = (torch.cat(x) for x in zip(*parts))
+    out: dict[str, Instances] = {v: ins for v, ins in labels.items() if v not in index}
+    order = torch.argsort(a_vid, stable=True)
+    counts = torch.bincount(a_vid, minlength=len(vids)).tolist()
+    start = 0
+    for i, v in enumerate(vids):
+        idx = order[start:start + counts[i]]
+        start += counts[i]
+        if counts[i] or v in labels:
+            out[v] = Instances(a_seg[idx].float(), a_lab[idx], a_score[idx].float(), a_w[idx].float())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..data.dataset import load_dataset
+    from ..errors import NocoError
+    from ..labels.instances import read_instances, write_instances
+    from .labels import label_quality
+
+    p = argparse.ArgumentParser(prog="python -m noco.eval.repair", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="dataset directory (its training subset's ground truth)")
+    p.add_argument("--labels", required=True, help="pseudo-labels of the training subset (ActivityNet result format)")
+    p.add_argument("--out", required=True, help="repaired label file to write")
+    p.add_argument("--snap", action="store_true", help="matched labels take their ground truth's boundaries")
+    p.add_argument("--drop-false", action="store_true", help="remove labels that match no ground truth")
+    p.add_argument("--add-missed", action="store_true", help="add the ground truth no label matches")
+    p.add_argument("--iou", type=float, default=0.5, help="matching tIoU")
+    args = p.parse_args(argv)
+    try:
+        if not 0.0 < args.iou <= 1.0:
+            raise NocoError(f"--iou must be in (0, 1], found {args.iou}")
+        ds = load_dataset(args.data)
+        gt = ds.ground_truth(ds.train_subset)
+        labels = read_instances(args.labels, ds.classes)
+        fixed = repair_labels(gt, labels, ds.num_classes, snap=args.snap, drop_false=args.drop_false,
+                              add_missed=args.add_missed, iou=args.iou)
+        write_instances(args.out, fixed, ds.classes)
+        durations = {v.id: v.duration for v in ds.subset(ds.train_subset)}
+        for name, ls in (("before", labels), ("after", fixed)):
+            q = label_quality(gt, ls, durations, ds.num_classes)
+            print(f"{name}: {q['num_labels']} labels, frame mIoU {100 * q['mIoU']:.1f}, precision "
+                  f"{100 * (q['precision'] or 0):.1f}, recall {100 * (q['recall'] or 0):.1f} (tIoU 0.5), "
+                  f"recall < 2 s {100 * (q['recall_by_length']['short'] or 0):.1f}, merge rate "
+                  f"{100 * (q['merge_rate'] or 0):.1f}")
+    except NocoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
