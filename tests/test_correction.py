@@ -358,3 +358,24 @@ def test_replace_mode_and_features_fn():
     oc = OnlineCorrection(INITIAL, _teacher_model(), broken, features_fn=lambda v: torch.zeros(2, 2), cfg=cfg)
     with pytest.raises(NocoError, match="video v1: teacher detection returned list"):
         oc.labels_for(["v1"], step=0)
+
+
+def test_video_level_classes_filter_the_teachers_detections():
+    """The weak labels are known for training videos: with correction.video_classes, a detection of a
+    class the video does not contain is never added (MIC) nor used as a replacement (row c)."""
+    classes = {"v1": [0], "v2": [0], "v3": [0]}
+    cfg = CorrectionConfig(alpha=0.5, aic_conf=0.4, mic_conf=0.6, video_classes=True)
+    oc = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), cfg=cfg, video_classes=classes)
+    out = oc.labels_for(["v1"], step=0)[0]
+    # without the filter MIC adds q4 (class 1), q5 and q7 (see above); with it only q5 and q7
+    assert len(out) == len(LABELS) + 2 and out.labels.tolist().count(1) == 1  # the initial class-1 label stays
+    plain = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE),
+                             cfg=CorrectionConfig(alpha=0.5, aic_conf=0.4, mic_conf=0.6), video_classes=classes)
+    assert len(plain.labels_for(["v1"], step=0)[0]) == len(LABELS) + 3  # the option is off by default
+    rep = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), video_classes=classes,
+                           cfg=make_config("cpu", {"mode": "replace", "replace_conf": 0.5, "video_classes": True}))
+    assert rep.labels_for(["v1"], step=0)[0].labels.tolist() == [0, 0, 0]  # q4 (class 1) is gone
+    with pytest.raises(NocoError, match="video-level labels"):
+        OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), cfg=cfg)
+    with pytest.raises(NocoError, match="no video-level labels for video"):
+        OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), cfg=cfg, video_classes={"v1": [0]})

@@ -535,7 +535,9 @@ class Pipeline:
         def detect_fn(model, feats, vid):
             return detect(model, feats, metas[vid], tcfg)
 
-        return OnlineCorrection(initial, teacher, detect_fn, features_fn=self.ds.features_tensor, cfg=corr)
+        classes = {v.id: list(v.class_ids) for v in self.ds.weak(self.ds.train_subset)}
+        return OnlineCorrection(initial, teacher, detect_fn, features_fn=self.ds.features_tensor, cfg=corr,
+                                video_classes=classes)
 
     def _final_source_labels(self, ck: Path, source) -> dict[str, Instances]:
         from .io import load_checkpoint

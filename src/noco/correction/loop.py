@@ -34,6 +34,8 @@ class OnlineCorrection:
     ``detect_fn``: the teacher's post-processed detections in seconds on un-augmented features;
     called as ``detect_fn(model, features_fn(video_id), video_id)`` when ``features_fn`` is given
     (features converted to a float32 tensor on the teacher's device), else ``detect_fn(model, video_id)``.
+    ``video_classes``: ``{video_id: class ids}``, each training video's video-level labels; with
+    ``cfg.video_classes`` the teacher's detections of other classes are dropped before correction.
     """
 
     def __init__(
@@ -43,8 +45,17 @@ class OnlineCorrection:
         detect_fn: Callable[..., Instances],
         features_fn: Callable[[str], object] | None = None,
         cfg: CorrectionConfig | None = None,
+        video_classes: Mapping[str, object] | None = None,
     ):
         self.cfg = (cfg or CorrectionConfig()).validate()
+        self.video_classes: dict[str, torch.Tensor] | None = None
+        if self.cfg.video_classes:
+            if video_classes is None:
+                raise NocoError("online correction: correction.video_classes needs each video's video-level labels")
+            self.video_classes = {v: torch.as_tensor(c, dtype=torch.long).reshape(-1) for v, c in video_classes.items()}
+            lacking = [v for v in initial if v not in self.video_classes]
+            if lacking:
+                raise NocoError(f"online correction: no video-level labels for video(s) {', '.join(lacking[:5])}")
         for vid, ins in initial.items():
             check_instances(ins, f"video {vid}: initial pseudo-labels")
         self.initial: dict[str, Instances] = {vid: ins.to("cpu") for vid, ins in initial.items()}
@@ -118,6 +129,8 @@ class OnlineCorrection:
         for vid in video_ids:
             if self._due(vid, step):
                 q = self.predict(vid)
+                if self.video_classes is not None:
+                    q = q.select(torch.isin(q.labels, self.video_classes[vid]))
                 self.labels[vid] = self._correct(vid, self.labels[vid], q, st)
                 self.last_corrected[vid] = int(step)
                 self._dirty.add(vid)
