@@ -46,6 +46,14 @@ def test_cala_hand_computed_iou_weights():
     # H: w = .55, .4*.8 = .32; start (5.5 + 3.84)/.87, end 20, weight .87/2
     assert out.segments[2].tolist() == pytest.approx([9.34 / 0.87, 20.0], abs=1e-5)
     assert float(out.weights[2]) == pytest.approx(0.435, abs=1e-6)
+    # instance_weight "max": the largest Eq. 1 weight of each set (A .9, F .7, H .55); same boundaries
+    mx = cala(POOL, instance_weight="max")
+    assert mx.weights.tolist() == pytest.approx([0.9, 0.7, 0.55])
+    assert torch.equal(mx.segments, out.segments)
+    # without the seed in its set, A's largest weight is B's .6 * 9/11
+    assert float(cala(POOL, instance_weight="max", include_seed=False).weights[0]) == pytest.approx(5.4 / 11)
+    with pytest.raises(NocoError, match="instance weight"):
+        cala(POOL, instance_weight="median")
 
 
 def test_cala_score_vote():

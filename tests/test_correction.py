@@ -379,3 +379,13 @@ def test_video_level_classes_filter_the_teachers_detections():
         OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), cfg=cfg)
     with pytest.raises(NocoError, match="no video-level labels for video"):
         OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), cfg=cfg, video_classes={"v1": [0]})
+
+
+def test_hpm_power_sharpens_the_loss_weights_only():
+    cfg = CorrectionConfig(hpm_power=2.0, use_aic=False, use_mic=False)
+    oc = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), cfg=cfg)
+    out = oc.labels_for(["v1"], step=0)[0]
+    assert out.weights.tolist() == pytest.approx([0.64, 0.25, 1.0])  # LABELS' weights .8, .5, 1 squared
+    assert oc.final_labels()["v1"].weights.tolist() == pytest.approx([0.8, 0.5, 1.0])  # stored as they are
+    with pytest.raises(NocoError, match="hpm_power"):
+        CorrectionConfig(hpm_power=-1.0).validate()

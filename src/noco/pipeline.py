@@ -452,8 +452,11 @@ class Pipeline:
         corr = self.cfg.correction
         # row a's filter sits under the key "cala" too, so that caches written before it had its own
         # threshold (baseline_conf) stay valid
+        cala = corr.cala_kwargs()
+        if cala["instance_weight"] == "mean":  # the default, and the only weight before the option
+            del cala["instance_weight"]
         return {"wtal": self.wtal_key(), "label": name,
-                "cala": corr.cala_kwargs() if name == "b" else {"conf": corr.baseline_conf, "nms": corr.cala_nms}}
+                "cala": cala if name == "b" else {"conf": corr.baseline_conf, "nms": corr.cala_nms}}
 
     # ---- stage 2/3: one detector per row
     def teacher_row(self, row: str) -> str | None:

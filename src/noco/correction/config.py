@@ -23,6 +23,8 @@ class CorrectionConfig:
     cala_iou: float = 0.6           # θ_iou: associated proposals have IoU > this with the seed
     cala_weight: str = "iou"        # Eq. 1: "iou" (w = s * IoU) or "vote" (w = s / sum s)
     cala_include_seed: bool = True  # the seed belongs to its own associated set
+    cala_instance_weight: str = "mean"  # the augmented instance's weight: "mean" of its Eq. 1 weights
+                                        # (NOCO.md) or "max" (the seed's score when it leads its set)
     # --- teacher ---------------------------------------------------------------------------
     alpha: float = 0.999            # θ_T <- α θ_T + (1 - α) θ_S after every optimizer step
     teacher_hpm: bool = False       # pre-train the teacher of the HPM rows (g) with the HPM loss too
@@ -33,6 +35,8 @@ class CorrectionConfig:
     refresh: Any = "batch"          # "batch": correct a video each time it is in a batch;
                                     # int N: only when its last correction is >= N steps old
     start_step: int = 0             # no correction before this optimizer step
+    hpm_power: float = 1.0          # HPM (Eq. 8) multiplies a positive point's loss by w ** hpm_power;
+                                    # 1 = the label's weight as it is [choice]
     video_classes: bool = False     # teacher detections of classes outside the training video's
                                     # video-level labels (known: the weak supervision) are dropped
                                     # before AIC, MIC and row c's replacement [choice]
@@ -60,7 +64,8 @@ class CorrectionConfig:
 
     def cala_kwargs(self) -> dict[str, Any]:
         return dict(conf_thresh=self.cala_conf, nms_thresh=self.cala_nms, iou_thresh=self.cala_iou,
-                    weight=self.cala_weight, include_seed=self.cala_include_seed)
+                    weight=self.cala_weight, include_seed=self.cala_include_seed,
+                    instance_weight=self.cala_instance_weight)
 
     def aic_kwargs(self) -> dict[str, Any]:
         return dict(iou_thresh=self.aic_iou, conf_thresh=self.aic_conf, lam=self.aic_lam, beta=self.aic_beta,
@@ -90,8 +95,12 @@ class CorrectionConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 p.append(f"{name} must be a number in [0, 1], found {v!r}")
+        if isinstance(self.hpm_power, bool) or not isinstance(self.hpm_power, (int, float)) or not self.hpm_power >= 0:
+            p.append(f"hpm_power must be a number >= 0, found {self.hpm_power!r}")
         if isinstance(self.aic_lam, bool) or not isinstance(self.aic_lam, (int, float)) or not self.aic_lam >= 0:
             p.append(f"aic_lam must be a number >= 0, found {self.aic_lam!r}")
+        if self.cala_instance_weight not in ("mean", "max"):
+            p.append(f"cala_instance_weight must be 'mean' or 'max', found {self.cala_instance_weight!r}")
         for name in ("cala_weight", "aic_weight"):
             if getattr(self, name) not in ("iou", "vote"):
                 p.append(f"{name} must be 'iou' or 'vote', found {getattr(self, name)!r}")

@@ -135,11 +135,17 @@ class OnlineCorrection:
                 self.last_corrected[vid] = int(step)
                 self._dirty.add(vid)
                 st["corrections"] += 1
-            out.append(self.labels[vid])
+            out.append(self._loss_weights(self.labels[vid]))
         self.last_stats = st
         for k, v in st.items():
             self.stats[k] += v
         return out
+
+    def _loss_weights(self, ins: Instances) -> Instances:
+        """The labels as the loss sees them: HPM weights ``w ** hpm_power`` (the stored set keeps ``w``)."""
+        if self.cfg.hpm_power == 1.0:
+            return ins
+        return Instances(ins.segments, ins.labels, ins.scores, ins.weights.pow(self.cfg.hpm_power))
 
     def after_step(self, model: nn.Module, step: int) -> None:
         self.teacher.update(model)

@@ -97,6 +97,7 @@ def cala(
     iou_thresh: float = 0.6,
     weight: str = "iou",
     include_seed: bool = True,
+    instance_weight: str = "mean",
     *,
     what: str = "proposal pool",
 ) -> Instances:
@@ -105,12 +106,15 @@ def cala(
     Seeds: per-class NMS (``nms_thresh``) of the proposals with ``score >= conf_thresh``. For each
     seed, the associated set holds the pool proposals of the same class with ``IoU > iou_thresh``
     (the seed itself included when ``include_seed``). Start and end are the Eq. 1-weighted means
-    over the set (Eqs. 2-3); the instance's weight is the mean of its weights; its score and class
-    are the seed's. A seed whose set is empty (only possible with ``include_seed=False``) is kept
+    over the set (Eqs. 2-3); the instance's weight is the mean of its weights (``instance_weight=
+    "mean"``, NOCO.md) or their maximum (``"max"``: the seed's own score when it leads its set); its
+    score and class are the seed's. A seed whose set is empty (only possible with ``include_seed=False``) is kept
     unchanged with weight = its score (its Eq. 1 weight with itself). Zero-length proposals are
     ignored. Output order: seeds by descending score.
     """
     _check_weight_kind(weight)
+    if instance_weight not in ("mean", "max"):
+        raise NocoError(f"unknown instance weight {instance_weight!r}: expected 'mean' or 'max'")
     check_instances(pool, what)
     pool = pool.select(pool.segments[:, 1] > pool.segments[:, 0])
     cand = (pool.scores >= conf_thresh).nonzero().flatten()
@@ -131,7 +135,11 @@ def cala(
     n = assoc.sum(dim=1)
     ok = (n > 0) & (den > 0)
     new_seg = torch.where(ok[:, None], num / den.clamp_min(1e-30)[:, None], seeds.segments)
-    new_w = torch.where(n > 0, den / n.clamp_min(1).to(den.dtype), seeds.scores)
+    if instance_weight == "mean":
+        agg = den / n.clamp_min(1).to(den.dtype)
+    else:
+        agg = torch.where(assoc, w, torch.zeros_like(w)).amax(dim=1) if w.shape[1] else den
+    new_w = torch.where(n > 0, agg, seeds.scores)
     return Instances(new_seg, seeds.labels, seeds.scores, new_w)
 
 
