@@ -72,3 +72,14 @@ def test_cli_writes_a_label_file_and_reports_quality(tiny_root, tmp_path, capsys
     assert sum(len(i) for i in fixed.values()) == sum(len(i) for i in gt.values())
     assert main(["--data", str(tiny_root), "--labels", str(src), "--out", str(tmp_path / "R2.json"),
                  "--iou", "0"]) == 2
+
+
+def test_precision_by_weight_hand_computed():
+    from noco.eval.repair import precision_by_weight
+
+    # right labels ([1, 11] w .5, [29, 41] w .3), wrong ones (w .4, .2): pairs right > wrong: .5>.4,
+    # .5>.2, .3>.2 (3 of 4) -> AUC .75; two bins: weights {.2, .3} (1 right of 2), {.4, .5} (1 of 2)
+    res = precision_by_weight(_gt(), _labels(), 2, bins=2)
+    assert res["auc"] == 0.75 and res["precision"] == [0.5, 0.5]
+    res = precision_by_weight(_gt(), _labels(), 2, bins=4)
+    assert res["precision"] == [0.0, 1.0, 0.0, 1.0]  # .2 wrong, .3 right, .4 wrong, .5 right

@@ -31,7 +31,7 @@ import torch
 from ..labels.instances import Instances
 from .detection import dedup_ground_truth, flatten, match_greedy
 
-__all__ = ["repair_labels"]
+__all__ = ["repair_labels", "precision_by_weight"]
 
 
 def repair_labels(gt: Mapping[str, Instances], labels: Mapping[str, Instances], num_classes: int, *,
@@ -44,17 +44,9 @@ def repair_labels(gt: Mapping[str, Instances], labels: Mapping[str, Instances], 
     """
     vids = list(gt)
     index = {v: i for i, v in enumerate(vids)}
-    g_vid, g_seg, g_lab, _ = flatten(gt, index, num_classes, "ground truth")
-    keep = dedup_ground_truth(g_vid, g_seg, g_lab)
-    g_vid, g_seg, g_lab = g_vid[keep], g_seg[keep], g_lab[keep]
     ours = {v: labels[v] for v in vids if v in labels}
-    l_vid, l_seg, l_lab, l_score = flatten(ours, index, num_classes, "labels")
+    (g_vid, g_seg, g_lab), (l_vid, l_seg, l_lab, l_score), mp, mg = _match(gt, ours, index, num_classes, iou)
     l_weight = torch.cat([ours[v].weights.double() for v in vids if v in ours]) if ours else torch.zeros(0)
-    order = torch.argsort(l_score, descending=True, stable=True)
-    rank_pos = torch.empty_like(order)
-    rank_pos[order] = torch.arange(order.numel())
-    mp, _, mg = match_greedy(g_seg, g_vid * num_classes + g_lab, l_seg, l_vid * num_classes + l_lab,
-                             rank_pos, torch.tensor([float(iou)], dtype=torch.float64))
     seg = l_seg.clone()
     if snap:
         seg[mp] = g_seg[mg]
@@ -84,6 +76,50 @@ def repair_labels(gt: Mapping[str, Instances], labels: Mapping[str, Instances], 
     return out
 
 
+def precision_by_weight(gt: Mapping[str, Instances], labels: Mapping[str, Instances], num_classes: int, *,
+                        bins: int = 5, iou: float = 0.5) -> dict:
+    """How well a label set's weights tell right labels from wrong ones (what HPM relies on).
+
+    A label is right when it is matched as in :func:`repair_labels`. Returns ``precision`` per
+    weight quantile bin, lowest weights first (ties may leave a bin empty: ``None``), and ``auc``:
+    the probability that a right label outweighs a wrong one (ties count one half).
+    """
+    vids = list(gt)
+    index = {v: i for i, v in enumerate(vids)}
+    ours = {v: labels[v] for v in vids if v in labels}
+    *_, mp, _ = _match(gt, ours, index, num_classes, iou)
+    right = torch.zeros(sum(len(i) for i in ours.values()), dtype=torch.bool)
+    right[mp] = True
+    w = torch.cat([ours[v].weights.double() for v in vids if v in ours]) if ours else torch.zeros(0, dtype=torch.float64)
+    out: dict = {"precision": [None] * bins, "auc": None}
+    if w.numel() == 0:
+        return out
+    edges = torch.quantile(w, torch.linspace(0, 1, bins + 1, dtype=torch.float64)[1:-1])
+    b = torch.bucketize(w, edges, right=True)
+    out["precision"] = [float(right[b == i].double().mean()) if bool((b == i).any()) else None for i in range(bins)]
+    pos, neg = w[right].sort().values, w[~right]
+    if pos.numel() and neg.numel():
+        below = torch.searchsorted(pos, neg, right=False)     # right labels with a smaller weight than each wrong
+        equal = torch.searchsorted(pos, neg, right=True) - below
+        out["auc"] = float(((pos.numel() - below - equal) + 0.5 * equal).sum() / (pos.numel() * neg.numel()))
+    return out
+
+
+def _match(gt, ours, index, num_classes, iou):
+    """Ground truth (deduplicated) and labels flattened in ``index`` order, and their greedy matches
+    ``(label index, ground-truth index)`` at tIoU >= ``iou`` (labels by score, same class)."""
+    g_vid, g_seg, g_lab, _ = flatten(gt, index, num_classes, "ground truth")
+    keep = dedup_ground_truth(g_vid, g_seg, g_lab)
+    g_vid, g_seg, g_lab = g_vid[keep], g_seg[keep], g_lab[keep]
+    l_vid, l_seg, l_lab, l_score = flatten(ours, index, num_classes, "labels")
+    order = torch.argsort(l_score, descending=True, stable=True)
+    rank_pos = torch.empty_like(order)
+    rank_pos[order] = torch.arange(order.numel())
+    mp, _, mg = match_greedy(g_seg, g_vid * num_classes + g_lab, l_seg, l_vid * num_classes + l_lab,
+                             rank_pos, torch.tensor([float(iou)], dtype=torch.float64))
+    return (g_vid, g_seg, g_lab), (l_vid, l_seg, l_lab, l_score), mp, mg
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..data.dataset import load_dataset
     from ..errors import NocoError
@@ -109,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                               add_missed=args.add_missed, iou=args.iou)
         write_instances(args.out, fixed, ds.classes)
         durations = {v.id: v.duration for v in ds.subset(ds.train_subset)}
+        pw = precision_by_weight(gt, labels, ds.num_classes, iou=args.iou)
+        print("before: precision (%) by weight quintile, lowest first: "
+              + " / ".join("-" if x is None else f"{100 * x:.0f}" for x in pw["precision"])
+              + (f"; AUC of the weight for a right label {pw['auc']:.3f}" if pw["auc"] is not None else ""))
         for name, ls in (("before", labels), ("after", fixed)):
             q = label_quality(gt, ls, durations, ds.num_classes)
             print(f"{name}: {q['num_labels']} labels, frame mIoU {100 * q['mIoU']:.1f}, precision "
