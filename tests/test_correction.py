@@ -267,13 +267,14 @@ def _teacher_model(value=0.0):
 
 
 INITIAL = {"v1": LABELS, "v2": MIC_LABELS, "v3": mk([(1, 2, 0, 0.9)])}
+ALL = {v: [0, 1] for v in INITIAL}  # video-level labels admitting every class of the hand-made cases
 TABLE = {"v1": TEACHER, "v2": MIC_TEACHER, "v3": mk([(1, 2, 0, 0.99), (5, 9, 0, 0.99)])}
 
 
 def test_online_correction_corrects_the_batch_videos():
     det = FakeDetector(TABLE)
     cfg = CorrectionConfig(alpha=0.5, aic_conf=0.4, mic_conf=0.6)  # the hand-computed case uses NOCO.md's values
-    oc = OnlineCorrection(INITIAL, _teacher_model(), det, cfg=cfg)
+    oc = OnlineCorrection(INITIAL, _teacher_model(), det, cfg=cfg, video_classes=ALL)
     out = oc.labels_for(["v1", "v2"], step=0)
     assert det.calls == ["v1", "v2"]
     exp1 = mic(aic(LABELS, TEACHER, **cfg.aic_kwargs()), TEACHER, **cfg.mic_kwargs())
@@ -298,7 +299,7 @@ def test_online_correction_corrects_the_batch_videos():
 def test_online_correction_ema_refresh_and_state_roundtrip():
     det = FakeDetector(TABLE)
     cfg = make_config("cpu", {"alpha": 0.5, "refresh": 3, "use_aic": False})
-    oc = OnlineCorrection(INITIAL, _teacher_model(0.0), det, cfg=cfg)
+    oc = OnlineCorrection(INITIAL, _teacher_model(0.0), det, cfg=cfg, video_classes=ALL)
     oc.labels_for(["v3"], step=0)
     assert det.calls == ["v3"]
     assert oc.final_labels()["v3"].segments.tolist() == [[1, 2], [5, 9]]
@@ -316,7 +317,7 @@ def test_online_correction_ema_refresh_and_state_roundtrip():
     torch.save(oc.state_dict(), buf)
     buf.seek(0)
     state = torch.load(buf, weights_only=True)
-    fresh = OnlineCorrection(INITIAL, _teacher_model(0.0), FakeDetector(TABLE), cfg=cfg)
+    fresh = OnlineCorrection(INITIAL, _teacher_model(0.0), FakeDetector(TABLE), cfg=cfg, video_classes=ALL)
     fresh.load_state_dict(state)
     assert float(fresh.teacher.module.weight) == pytest.approx(2.0)
     for vid in INITIAL:
@@ -339,8 +340,9 @@ def test_replace_mode_and_features_fn():
         seen.append((vid, feats.dtype, tuple(feats.shape)))
         return TABLE[vid] if vid != "v2" else mk([(3, 4, 0, 0.2)])
 
-    cfg = make_config("cpu", {"mode": "replace", "replace_conf": 0.5})
-    oc = OnlineCorrection(INITIAL, _teacher_model(), detect, features_fn=lambda v: torch.zeros(7, 5, dtype=torch.float64), cfg=cfg)
+    cfg = make_config("cpu", {"mode": "replace", "replace_conf": 0.5, "hpm_power": 1.0})
+    oc = OnlineCorrection(INITIAL, _teacher_model(), detect, features_fn=lambda v: torch.zeros(7, 5, dtype=torch.float64), cfg=cfg,
+                          video_classes=ALL)
     out = oc.labels_for(["v1", "v2"], step=0)
     assert seen == [("v1", torch.float32, (7, 5)), ("v2", torch.float32, (7, 5))]
     # v1: teacher detections with score >= .5 after per-class NMS (.45): q1 suppresses q2 (IoU 15/18)
@@ -355,7 +357,8 @@ def test_replace_mode_and_features_fn():
     def broken(model, feats, vid):
         return [1, 2]
 
-    oc = OnlineCorrection(INITIAL, _teacher_model(), broken, features_fn=lambda v: torch.zeros(2, 2), cfg=cfg)
+    oc = OnlineCorrection(INITIAL, _teacher_model(), broken, features_fn=lambda v: torch.zeros(2, 2), cfg=cfg,
+                          video_classes=ALL)
     with pytest.raises(NocoError, match="video v1: teacher detection returned list"):
         oc.labels_for(["v1"], step=0)
 
@@ -369,9 +372,10 @@ def test_video_level_classes_filter_the_teachers_detections():
     out = oc.labels_for(["v1"], step=0)[0]
     # without the filter MIC adds q4 (class 1), q5 and q7 (see above); with it only q5 and q7
     assert len(out) == len(LABELS) + 2 and out.labels.tolist().count(1) == 1  # the initial class-1 label stays
-    plain = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE),
-                             cfg=CorrectionConfig(alpha=0.5, aic_conf=0.4, mic_conf=0.6), video_classes=classes)
-    assert len(plain.labels_for(["v1"], step=0)[0]) == len(LABELS) + 3  # the option is off by default
+    plain = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), video_classes=classes,
+                             cfg=CorrectionConfig(alpha=0.5, aic_conf=0.4, mic_conf=0.6, video_classes=False))
+    assert len(plain.labels_for(["v1"], step=0)[0]) == len(LABELS) + 3  # off: the class-1 detection added
+    assert CorrectionConfig().video_classes  # on by default
     rep = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), video_classes=classes,
                            cfg=make_config("cpu", {"mode": "replace", "replace_conf": 0.5, "video_classes": True}))
     assert rep.labels_for(["v1"], step=0)[0].labels.tolist() == [0, 0, 0]  # q4 (class 1) is gone
@@ -383,7 +387,7 @@ def test_video_level_classes_filter_the_teachers_detections():
 
 def test_hpm_power_sharpens_the_loss_weights_only():
     cfg = CorrectionConfig(hpm_power=2.0, use_aic=False, use_mic=False)
-    oc = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), cfg=cfg)
+    oc = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), cfg=cfg, video_classes=ALL)
     out = oc.labels_for(["v1"], step=0)[0]
     assert out.weights.tolist() == pytest.approx([0.64, 0.25, 1.0])  # LABELS' weights .8, .5, 1 squared
     assert oc.final_labels()["v1"].weights.tolist() == pytest.approx([0.8, 0.5, 1.0])  # stored as they are

@@ -37,7 +37,7 @@ class CorrectionConfig:
     start_step: int = 0             # no correction before this optimizer step
     hpm_power: float = 1.0          # HPM (Eq. 8) multiplies a positive point's loss by w ** hpm_power;
                                     # 1 = the label's weight as it is [choice]
-    video_classes: bool = False     # teacher detections of classes outside the training video's
+    video_classes: bool = True      # teacher detections of classes outside the training video's
                                     # video-level labels (known: the weak supervision) are dropped
                                     # before AIC, MIC and row c's replacement [choice]
     use_aic: bool = True
