@@ -36,7 +36,8 @@ class CorrectionConfig:
                                     # int N: only when its last correction is >= N steps old
     start_step: int = 0             # no correction before this optimizer step
     hpm_power: float = 1.0          # HPM (Eq. 8) multiplies a positive point's loss by w ** hpm_power;
-                                    # 1 = the label's weight as it is [choice]
+                                    # 1 = the label's weight as it is [choice]. The student's online
+                                    # labels only (teacher_hpm pre-trains with w as it is)
     video_classes: bool = True      # teacher detections of classes outside the training video's
                                     # video-level labels (known: the weak supervision) are dropped
                                     # before AIC, MIC and row c's replacement [choice]
@@ -111,7 +112,8 @@ class CorrectionConfig:
             p.append(f"refresh must be 'batch' or an integer number of steps >= 1, found {r!r}")
         if isinstance(self.start_step, bool) or not isinstance(self.start_step, int) or self.start_step < 0:
             p.append(f"start_step must be an integer >= 0, found {self.start_step!r}")
-        for name in ("cala_include_seed", "teacher_hpm", "video_classes", "use_aic", "use_mic", "aic_same_class", "mic_same_class"):
+        for name in ("cala_include_seed", "teacher_hpm", "video_classes", "use_aic", "use_mic", "aic_same_class",
+                     "mic_same_class"):
             if not isinstance(getattr(self, name), bool):
                 p.append(f"{name} must be true or false, found {getattr(self, name)!r}")
         if p:

@@ -108,8 +108,8 @@ def cala(
     (the seed itself included when ``include_seed``). Start and end are the Eq. 1-weighted means
     over the set (Eqs. 2-3); the instance's weight is the mean of its weights (``instance_weight=
     "mean"``, NOCO.md) or their maximum (``"max"``: the seed's own score when it leads its set); its
-    score and class are the seed's. A seed whose set is empty (only possible with ``include_seed=False``) is kept
-    unchanged with weight = its score (its Eq. 1 weight with itself). Zero-length proposals are
+    score and class are the seed's. A seed whose set is empty (only possible with
+    ``include_seed=False``) is kept unchanged with weight = its score (its Eq. 1 weight with itself). Zero-length proposals are
     ignored. Output order: seeds by descending score.
     """
     _check_weight_kind(weight)
@@ -138,7 +138,7 @@ def cala(
     if instance_weight == "mean":
         agg = den / n.clamp_min(1).to(den.dtype)
     else:
-        agg = torch.where(assoc, w, torch.zeros_like(w)).amax(dim=1) if w.shape[1] else den
+        agg = w.masked_fill(~assoc, 0.0).amax(dim=1)
     new_w = torch.where(n > 0, agg, seeds.scores)
     return Instances(new_seg, seeds.labels, seeds.scores, new_w)
 
