@@ -142,3 +142,22 @@ def test_paired_gains_hand_computed():
     lines = paired_gains(found).splitlines()
     assert lines == ["- g − a, avg 0.3:0.7: +2.0, +1.0, +3.0 (seeds 0, 1, 2); mean +2.00 ± 1.00"]
     assert paired_gains({"g": found["g"]}) == ""
+
+
+def test_ablate_two_seeds_writes_the_table_with_paired_gains(tiny, tmp_path):
+    """`noco ablate`: rows over seeds, mean ± std, the gains over row a paired by seed; with
+    correction.teacher_hpm row g's own teacher (helper row bh) is reported too."""
+    out = tmp_path / "W"
+    r = _noco("ablate", "--data", str(tiny), "--out", str(out), "--seeds", "2", "--rows", "a,g", *FAST,
+              "--set", "correction.teacher_hpm=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = (out / "ablation.md").read_text()
+    for title in ("WTAL base model", "a: WTAL labels > 0.5", "g: f + HPM (NoCo)", "b + HPM (teacher of g)"):
+        row = next((line for line in table.splitlines() if line.startswith(f"| {title} |")), None)
+        assert row is not None, title
+        assert row.split("|")[2].strip() == "2" and "±" in row  # two seeds, mean ± std
+    assert "- g − a, avg 0.3:0.7:" in table and "(seeds 0, 1)" in table
+    for s in (0, 1):
+        assert (out / f"seed{s}" / "rows" / "bh" / "metrics.json").is_file()
+    bad = _noco("ablate", "--data", str(tiny), "--out", str(out), "--rows", "a,zz")
+    assert bad.returncode == 2 and "unknown rows" in bad.stderr
