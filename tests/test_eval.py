@@ -255,8 +255,12 @@ def test_label_quality_perfect_labels():
     assert q["mIoU"] == 1.0 and q["background_iou"] == 1.0 and q["frame_iou"] == {0: 1.0, 1: 1.0}
     assert q["precision"] == 1.0 and q["recall"] == 1.0
     assert q["start_error"] == 0.0 and q["end_error"] == 0.0 and q["boundary_matches"] == 3
-    assert q["merge_rate"] == 0.0 and q["merged_labels"] == 0
+    assert q["merge_rate"] == 0.0 and q["merged_labels"] == 0 and q["absent_class_labels"] == 0
     assert q["recall_by_length"] == {"short": 1.0, "medium": 1.0, "long": 1.0}
+    # video b has no class-1 instance: a class-1 label there is ruled out by its video-level labels,
+    # wherever it lies; a class-1 label in video a is not (a has a class-1 instance elsewhere)
+    lab = {"a": ins([(1, 3, 0), (30, 31, 1)]), "b": ins([(0.5, 1.5, 1), (2, 3, 1), (0.5, 1.5, 0)])}
+    assert label_quality(gt, lab, {"a": 40.0, "b": 4.0}, 2)["absent_class_labels"] == 2
     assert q["gt_by_length"] == {"short": 1, "medium": 1, "long": 1}
 
 

@@ -183,6 +183,7 @@ def _report_labels(args, ds, subset, videos, gt, dets) -> int:
           f"<2 s {_pct(rb['short']).strip()} % ({nb['short']}), 2-6 s {_pct(rb['medium']).strip()} % ({nb['medium']}), "
           f">6 s {_pct(rb['long']).strip()} % ({nb['long']})")
     print(f"merge rate                          {_pct(q['merge_rate'])} %   ({q['merged_labels']} labels)")
+    print(f"labels of a class absent from their video  {q['absent_class_labels']}")
     if args.json:
         out = dict(q)
         out["frame_iou"] = {ds.classes[c]: v for c, v in q["frame_iou"].items()}

@@ -14,7 +14,9 @@
 * ``recall_by_length`` -- recall at tIoU 0.5 of GT shorter than 2 s, 2-6 s, longer than 6 s
   (missed short instances);
 * ``merge_rate`` -- fraction of labels covering at least half of each of two or more same-class
-  GT instances (merged adjacent instances).
+  GT instances (merged adjacent instances);
+* ``absent_class_labels`` -- labels of a class the video has no instance of (its video-level
+  labels rule them out).
 
 Ground-truth duplicates count once (as in detection mAP); labels of videos outside ``gt`` are
 ignored (counted in ``ignored_videos``). Metrics without a denominator are ``None``.
@@ -32,7 +34,7 @@ from ..errors import DataError
 from ..labels.instances import Instances
 from .detection import dedup_ground_truth, flatten, match_greedy, single_thread
 
-__all__ = ["label_quality", "LENGTH_BINS"]
+__all__ = ["label_quality", "match_labels", "LENGTH_BINS"]
 
 LENGTH_BINS = (("short", 0.0, 2.0), ("medium", 2.0, 6.0), ("long", 6.0, math.inf))  # [lo, hi)
 
@@ -69,6 +71,31 @@ def _mean_or_none(x: torch.Tensor):
     return float(x.double().mean()) if x.numel() else None
 
 
+def match_labels(gt: Mapping[str, Instances], labels: Mapping[str, Instances], num_classes: int,
+                 thresholds=(0.5,)):
+    """The matching every label metric uses: ground truth (duplicates once) and the labels of its
+    videos, flattened in ``gt``'s video order, and their greedy one-to-one matches per threshold
+    (labels by descending score, ties in input order; same video and class).
+
+    Returns ``(g_vid, g_seg, g_lab), (l_vid, l_seg, l_lab, l_score, l_weight), (label, threshold
+    index, gt)`` (segments and scores float64)."""
+    vids = list(gt)
+    vid_index = {v: i for i, v in enumerate(vids)}
+    g_vid, g_seg, g_lab, _ = flatten(gt, vid_index, num_classes, "ground truth")
+    keep = dedup_ground_truth(g_vid, g_seg, g_lab)
+    g_vid, g_seg, g_lab = g_vid[keep], g_seg[keep], g_lab[keep]
+    ours = {v: labels[v] for v in vids if v in labels}
+    l_vid, l_seg, l_lab, l_score = flatten(ours, vid_index, num_classes, "labels")
+    l_weight = torch.cat([i.weights.detach().cpu().double().reshape(-1) for i in ours.values()]) if ours \
+        else torch.zeros(0, dtype=torch.float64)
+    order = torch.argsort(l_score, descending=True, stable=True)
+    rank_pos = torch.empty_like(order)
+    rank_pos[order] = torch.arange(order.numel())
+    matches = match_greedy(g_seg, g_vid * num_classes + g_lab, l_seg, l_vid * num_classes + l_lab, rank_pos,
+                           torch.tensor([float(t) for t in thresholds], dtype=torch.float64))
+    return (g_vid, g_seg, g_lab), (l_vid, l_seg, l_lab, l_score, l_weight), matches
+
+
 def label_quality(
     gt: Mapping[str, Instances],
     labels: Mapping[str, Instances],
@@ -95,13 +122,9 @@ def _label_quality(gt, labels, durations, num_classes, frame_rate):
         dur.append(float(d))
     if problems:
         raise DataError(problems, header="cannot measure label quality")
-    vid_index = {v: i for i, v in enumerate(vids)}
-    g_vid, g_seg, g_lab, _ = flatten(gt, vid_index, num_classes, "ground truth")
-    keep = dedup_ground_truth(g_vid, g_seg, g_lab)
-    g_vid, g_seg, g_lab = g_vid[keep], g_seg[keep], g_lab[keep]
-    ours = {v: labels[v] for v in vids if v in labels}
-    ignored = sum(1 for v in labels if v not in vid_index)
-    l_vid, l_seg, l_lab, l_score = flatten(ours, vid_index, num_classes, "labels")
+    ignored = sum(1 for v in labels if v not in gt)
+    (g_vid, g_seg, g_lab), (l_vid, l_seg, l_lab, l_score, _), (mp, mt, mg) = match_labels(
+        gt, labels, num_classes, (0.3, 0.5))
     n_gt, n_lab = g_lab.numel(), l_lab.numel()
 
     # ---- frame-level IoU (per class, and class-agnostic for the background)
@@ -129,13 +152,8 @@ def _label_quality(gt, labels, durations, num_classes, frame_rate):
     m_iou = sum(ious) / len(ious) if ious else None
 
     # ---- instance matching at tIoU 0.3 (boundary error) and 0.5 (precision / recall)
-    thr = torch.tensor([0.3, 0.5], dtype=torch.float64)
-    order = torch.argsort(l_score, descending=True, stable=True)
-    rank_pos = torch.empty_like(order)
-    rank_pos[order] = torch.arange(order.numel())
     g_key = g_vid * num_classes + g_lab
     l_key = l_vid * num_classes + l_lab
-    mp, mt, mg = match_greedy(g_seg, g_key, l_seg, l_key, rank_pos, thr)
     at3, at5 = mt == 0, mt == 1
     tp5 = int(at5.sum())
     err = (l_seg[mp[at3]] - g_seg[mg[at3]]).abs()
@@ -179,4 +197,6 @@ def _label_quality(gt, labels, durations, num_classes, frame_rate):
         "gt_by_length": gt_by_len,
         "merge_rate": merged / n_lab if n_lab else None,
         "merged_labels": merged,
+        # labels of a class the video has no instance of (video-level labels rule them out)
+        "absent_class_labels": int((~torch.isin(l_key, g_key)).sum()),
     }

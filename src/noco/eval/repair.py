@@ -1,8 +1,8 @@
 """Oracle label repair: what each kind of pseudo-label noise costs the detector.
 
 A diagnostic, never part of training. ``repair_labels(gt, labels, ...)`` matches a label set to the
-ground truth exactly as :func:`noco.eval.labels.label_quality` does (greedy one-to-one, labels by
-score, same class, tIoU >= ``iou``) and removes one kind of noise at a time:
+ground truth with :func:`noco.eval.labels.match_labels`, as the label-quality metrics do (greedy
+one-to-one, labels by score, same class, tIoU >= ``iou``) and removes one kind of noise at a time:
 
 * ``snap``       -- every matched label takes its ground truth's boundaries (boundary noise);
 * ``drop_false`` -- unmatched labels are removed (false positives, duplicates, and merged labels,
@@ -29,7 +29,7 @@ from typing import Mapping
 import torch
 
 from ..labels.instances import Instances
-from .detection import dedup_ground_truth, flatten, match_greedy
+from .labels import match_labels
 
 __all__ = ["repair_labels", "precision_by_weight"]
 
@@ -43,10 +43,8 @@ def repair_labels(gt: Mapping[str, Instances], labels: Mapping[str, Instances], 
     ``add_missed`` also gives labels to ground-truth videos that had none.
     """
     vids = list(gt)
-    index = {v: i for i, v in enumerate(vids)}
-    ours = {v: labels[v] for v in vids if v in labels}
-    (g_vid, g_seg, g_lab), (l_vid, l_seg, l_lab, l_score), mp, mg = _match(gt, ours, index, num_classes, iou)
-    l_weight = torch.cat([ours[v].weights.double() for v in vids if v in ours]) if ours else torch.zeros(0)
+    (g_vid, g_seg, g_lab), (l_vid, l_seg, l_lab, l_score, l_weight), (mp, _, mg) = match_labels(
+        gt, labels, num_classes, (iou,))
     seg = l_seg.clone()
     if snap:
         seg[mp] = g_seg[mg]
@@ -64,14 +62,10 @@ def repair_labels(gt: Mapping[str, Instances], labels: Mapping[str, Instances], 
         parts.append((g_seg[miss], g_lab[miss], torch.ones(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64)))
     a_vid = torch.cat(parts_vid)
     a_seg, a_lab, a_score, a_w = (torch.cat(x) for x in zip(*parts))
-    out: dict[str, Instances] = {v: ins for v, ins in labels.items() if v not in index}
+    out: dict[str, Instances] = {v: ins for v, ins in labels.items() if v not in gt}
     order = torch.argsort(a_vid, stable=True)
-    counts = torch.bincount(a_vid, minlength=len(vids)).tolist()
-    start = 0
-    for i, v in enumerate(vids):
-        idx = order[start:start + counts[i]]
-        start += counts[i]
-        if counts[i] or v in labels:
+    for v, idx in zip(vids, torch.split(order, torch.bincount(a_vid, minlength=len(vids)).tolist())):
+        if len(idx) or v in labels:
             out[v] = Instances(a_seg[idx].float(), a_lab[idx], a_score[idx].float(), a_w[idx].float())
     return out
 
@@ -84,13 +78,9 @@ def precision_by_weight(gt: Mapping[str, Instances], labels: Mapping[str, Instan
     weight quantile bin, lowest weights first (ties may leave a bin empty: ``None``), and ``auc``:
     the probability that a right label outweighs a wrong one (ties count one half).
     """
-    vids = list(gt)
-    index = {v: i for i, v in enumerate(vids)}
-    ours = {v: labels[v] for v in vids if v in labels}
-    *_, mp, _ = _match(gt, ours, index, num_classes, iou)
-    right = torch.zeros(sum(len(i) for i in ours.values()), dtype=torch.bool)
+    _, (_, _, l_lab, _, w), (mp, _, _) = match_labels(gt, labels, num_classes, (iou,))
+    right = torch.zeros(l_lab.numel(), dtype=torch.bool)
     right[mp] = True
-    w = torch.cat([ours[v].weights.double() for v in vids if v in ours]) if ours else torch.zeros(0, dtype=torch.float64)
     out: dict = {"precision": [None] * bins, "auc": None}
     if w.numel() == 0:
         return out
@@ -103,21 +93,6 @@ def precision_by_weight(gt: Mapping[str, Instances], labels: Mapping[str, Instan
         equal = torch.searchsorted(pos, neg, right=True) - below
         out["auc"] = float(((pos.numel() - below - equal) + 0.5 * equal).sum() / (pos.numel() * neg.numel()))
     return out
-
-
-def _match(gt, ours, index, num_classes, iou):
-    """Ground truth (deduplicated) and labels flattened in ``index`` order, and their greedy matches
-    ``(label index, ground-truth index)`` at tIoU >= ``iou`` (labels by score, same class)."""
-    g_vid, g_seg, g_lab, _ = flatten(gt, index, num_classes, "ground truth")
-    keep = dedup_ground_truth(g_vid, g_seg, g_lab)
-    g_vid, g_seg, g_lab = g_vid[keep], g_seg[keep], g_lab[keep]
-    l_vid, l_seg, l_lab, l_score = flatten(ours, index, num_classes, "labels")
-    order = torch.argsort(l_score, descending=True, stable=True)
-    rank_pos = torch.empty_like(order)
-    rank_pos[order] = torch.arange(order.numel())
-    mp, _, mg = match_greedy(g_seg, g_vid * num_classes + g_lab, l_seg, l_vid * num_classes + l_lab,
-                             rank_pos, torch.tensor([float(iou)], dtype=torch.float64))
-    return (g_vid, g_seg, g_lab), (l_vid, l_seg, l_lab, l_score), mp, mg
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,8 +109,8 @@ def cala(
     over the set (Eqs. 2-3); the instance's weight is the mean of its weights (``instance_weight=
     "mean"``, NOCO.md) or their maximum (``"max"``: the seed's own score when it leads its set); its
     score and class are the seed's. A seed whose set is empty (only possible with
-    ``include_seed=False``) is kept unchanged with weight = its score (its Eq. 1 weight with itself). Zero-length proposals are
-    ignored. Output order: seeds by descending score.
+    ``include_seed=False``) is kept unchanged with weight = its score (its Eq. 1 weight with
+    itself). Zero-length proposals are ignored. Output order: seeds by descending score.
     """
     _check_weight_kind(weight)
     if instance_weight not in ("mean", "max"):
