@@ -521,6 +521,8 @@ def test_validation_split_logs_map_on_held_out_videos(tiny, tmp_path):
     ck = load_checkpoint(train_detector(sub, StaticLabels(gt), small_cfg(epochs=1), tmp_path / "v",
                                         val_fraction=0.5, log_every=0))
     assert ck["step"] == 1  # 2 of the 4 videos train, batch 2
+    # the checkpoint names the held-out videos (noco.eval.missed reads them): 2 of the 4
+    assert len(ck["val_videos"]) == 2 and set(ck["val_videos"]) <= set(OVERFIT_VIDEOS)
     assert len(ck["history"]) == 1 and 0.0 <= ck["history"][0]["val_map"] <= 1.0
     with pytest.raises(NocoError, match="val_fraction"):
         train_detector(sub, StaticLabels(gt), small_cfg(epochs=1), tmp_path / "v", val_fraction=0.0, resume=True)

@@ -458,6 +458,17 @@ class Pipeline:
         return {"wtal": self.wtal_key(), "label": name,
                 "cala": cala if name == "b" else {"conf": corr.baseline_conf, "nms": corr.cala_nms}}
 
+    def uncertain_regions(self) -> dict[str, Instances] | None:
+        """The training videos' uncertain regions (``correction.ignore_conf``; None when off): their
+        pool proposals of the video's classes scoring in [ignore_conf, cala_conf)."""
+        from .labels.ignore import uncertain_regions_all
+
+        corr = self.cfg.correction
+        if corr.ignore_conf <= 0:
+            return None
+        classes = {v.id: list(v.class_ids) for v in self.ds.weak(self.ds.train_subset)}
+        return uncertain_regions_all(self.proposal_pool(), corr.ignore_conf, corr.cala_conf, classes)
+
     # ---- stage 2/3: one detector per row
     def teacher_row(self, row: str) -> str | None:
         """The row whose detector is ``row``'s teacher (None for rows trained on static labels)."""
@@ -473,10 +484,13 @@ class Pipeline:
         if spec["labels"] != "gt":
             key["wtal"] = self.wtal_key()
             key["labels"] = self.label_key(spec["labels"])
+            if spec["labels"] == "b" and self.cfg.correction.ignore_conf > 0:
+                key["ignore_conf"] = self.cfg.correction.ignore_conf
         if "teacher" in spec:
             key["student"] = dataclasses.asdict(self.cfg.student)
             corr = dataclasses.asdict(self.cfg.correction)
             corr.pop("teacher_hpm")  # its effect is the teacher's own key, below
+            corr.pop("ignore_conf")  # below, and in the teacher's key
             key["correction"] = corr
             key["teacher"] = self.row_key(self.teacher_row(row))
         return key
@@ -491,6 +505,7 @@ class Pipeline:
         if self._cached(done, key):
             return done
         initial = self.label_set(spec["labels"])
+        ignore = self.uncertain_regions() if spec["labels"] == "b" else None
         self._prepare(rdir / "train", key)
         t0 = time.perf_counter()
         if "teacher" not in spec:
@@ -498,7 +513,7 @@ class Pipeline:
             source = StaticLabels(initial)
             ck = train_detector(self.ds, source, self.cfg.detector, rdir / "train", device=self.device,
                                 seed=self.seed, resume=True, hpm=spec.get("hpm", False), precision=self.precision,
-                                tensorboard=self._tb(row))
+                                tensorboard=self._tb(row), ignore=ignore)
             if self.main:
                 write_instances(rdir / "labels.json", initial, self.ds.classes)
         else:
@@ -510,7 +525,7 @@ class Pipeline:
                      f"mode={spec['mode']} AIC={spec['use_aic']} MIC={spec['use_mic']} HPM={spec['hpm']}")
             ck = train_detector(self.ds, source, self.cfg.student, rdir / "train", init=teacher_ck,
                                 device=self.device, seed=self.seed, resume=True, hpm=spec["hpm"],
-                                precision=self.precision, tensorboard=self._tb(row))
+                                precision=self.precision, tensorboard=self._tb(row), ignore=ignore)
             if self.main:
                 final = self._final_source_labels(ck, source)
                 write_instances(rdir / "labels.json", final, self.ds.classes)

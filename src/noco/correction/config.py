@@ -25,6 +25,10 @@ class CorrectionConfig:
     cala_include_seed: bool = True  # the seed belongs to its own associated set
     cala_instance_weight: str = "mean"  # the augmented instance's weight: "mean" of its Eq. 1 weights
                                         # (NOCO.md) or "max" (the seed's score when it leads its set)
+    ignore_conf: float = 0.0        # > 0: the rows trained on CALA labels (b-g) do not learn "background"
+                                    # for a class inside its pool proposals with ignore_conf <= score
+                                    # < cala_conf in a training video of that class (noco.labels.ignore).
+                                    # 0 = off, as in NOCO.md [choice]
     # --- teacher ---------------------------------------------------------------------------
     alpha: float = 0.999            # θ_T <- α θ_T + (1 - α) θ_S after every optimizer step
     teacher_hpm: bool = False       # pre-train the teacher of the HPM rows (g) with the HPM loss too
@@ -90,12 +94,15 @@ class CorrectionConfig:
 
     def validate(self) -> "CorrectionConfig":
         p = []
-        unit = ("baseline_conf", "cala_conf", "cala_nms", "cala_iou", "alpha", "aic_iou", "aic_conf", "aic_beta",
+        unit = ("baseline_conf", "cala_conf", "ignore_conf", "cala_nms", "cala_iou", "alpha", "aic_iou", "aic_conf", "aic_beta",
                 "mic_conf", "mic_nms", "mic_iou", "replace_conf", "replace_nms")
         for name in unit:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 p.append(f"{name} must be a number in [0, 1], found {v!r}")
+        if isinstance(self.ignore_conf, (int, float)) and 0 < self.ignore_conf and \
+                isinstance(self.cala_conf, (int, float)) and self.ignore_conf >= self.cala_conf:
+            p.append(f"ignore_conf must be below cala_conf ({self.cala_conf}) or 0 (off), found {self.ignore_conf!r}")
         if isinstance(self.hpm_power, bool) or not isinstance(self.hpm_power, (int, float)) or not self.hpm_power >= 0:
             p.append(f"hpm_power must be a number >= 0, found {self.hpm_power!r}")
         if isinstance(self.aic_lam, bool) or not isinstance(self.aic_lam, (int, float)) or not self.aic_lam >= 0:

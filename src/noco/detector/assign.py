@@ -51,3 +51,18 @@ def assign_labels(points: torch.Tensor, segments: torch.Tensor, labels: torch.Te
     positive = ok.any(dim=1)
     weight = torch.where(positive, weights[best].to(points.dtype), torch.zeros((), device=dev))
     return cls, reg * positive[:, None], weight
+
+
+def ignore_mask(points: torch.Tensor, segments: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``[P, C]`` bool: point ``p`` lies inside (ends included) an uncertain region of class ``c``.
+
+    ``points`` [P, >=1] (position first) and ``segments`` [M, 2] on the base grid, ``labels`` [M]
+    (``noco.labels.ignore``). ``detection_loss`` drops the focal term of such a (point, class) pair
+    unless the point is positive for the class.
+    """
+    if segments.shape[0] == 0:
+        return torch.zeros(points.shape[0], num_classes, dtype=torch.bool, device=points.device)
+    pos = points[:, 0, None]
+    inside = (pos >= segments[None, :, 0]) & (pos <= segments[None, :, 1])                # [P, M]
+    onehot = torch.nn.functional.one_hot(labels, num_classes).to(points.dtype)
+    return (inside.to(points.dtype) @ onehot) > 0

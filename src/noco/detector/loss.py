@@ -6,7 +6,9 @@
   class;
 - HPM: every term of a positive point (its focal terms over all classes and its DIoU terms) is
   multiplied by the weight of the instance the point is assigned to; background points keep
-  weight 1. The caller divides the sums by the moving-average positive count.
+  weight 1. The caller divides the sums by the moving-average positive count;
+- uncertain regions (``ignore_t``, optional): the focal term of a (point, class) pair inside one
+  of the class's regions is dropped unless the point is positive for the class.
 """
 
 from __future__ import annotations
@@ -48,11 +50,13 @@ def diou_loss_1d(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor
 
 def detection_loss(out: dict[str, torch.Tensor], cls_t: torch.Tensor, reg_t: torch.Tensor,
                    weight_t: torch.Tensor, *, alpha: float = 0.25, gamma: float = 2.0,
-                   iou_power: float = 0.2) -> tuple[torch.Tensor, torch.Tensor, int]:
+                   iou_power: float = 0.2, ignore_t: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Un-normalised loss sums of a batch.
 
     ``out``: the model's output dict; ``cls_t`` [N, L, C], ``reg_t`` [N, L, 2], ``weight_t`` [N, L]
-    from ``assign_labels``. Returns ``(focal_sum, diou_sum, num_pos)``.
+    from ``assign_labels``; ``ignore_t`` [N, L, C] bool from ``ignore_mask`` (None: no region).
+    Returns ``(focal_sum, diou_sum, num_pos)``.
     """
     valid = out["mask"]
     pos = (cls_t.sum(-1) > 0) & valid
@@ -63,6 +67,8 @@ def detection_loss(out: dict[str, torch.Tensor], cls_t: torch.Tensor, reg_t: tor
     if iou_power > 0 and b.numel():
         rate = torch.ones_like(focal).index_put((b, p, c), iou.clamp(min=_EPS) ** iou_power)
         focal = focal * rate
+    if ignore_t is not None:
+        focal = focal.masked_fill(ignore_t & (cls_t <= 0), 0.0)
     row_w = torch.where(pos, weight_t, torch.ones_like(weight_t))
     focal_sum = (focal.sum(-1) * row_w)[valid].sum()
     diou_sum = (diou * weight_t[b, p]).sum()

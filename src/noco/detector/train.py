@@ -30,7 +30,7 @@ from ..data.prefetch import Prefetcher
 from ..errors import DataError, NocoError
 from ..io import atomic_save_torch, check_writable_dir, load_checkpoint
 from ..labels.instances import Instances
-from .assign import assign_labels
+from .assign import assign_labels, ignore_mask
 from .config import DetectorConfig
 from .infer import (detect, detector_grid, downsample_features, input_steps, padded_length, resize_features,
                     video_meta)
@@ -139,8 +139,7 @@ def check_labels(ins: Instances, video_id: str, num_classes: int) -> None:
 
 
 def make_sample(dataset, video, ins: Instances, cfg: DetectorConfig, gen: torch.Generator | None,
-                hpm: bool = True, raw: np.ndarray | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                hpm: bool = True, raw: np.ndarray | None = None, ignore: Instances | None = None) -> tuple:
     """One training sample: features ``[D, T]`` and instances on the network's input grid
     (down-sampled, or resized to ``cfg.fixed_length`` steps; ``infer.detector_grid``).
 
@@ -149,7 +148,9 @@ def make_sample(dataset, video, ins: Instances, cfg: DetectorConfig, gen: torch.
     of it inside (clipped), Gaussian input noise. ``gen=None``: the whole video, no noise. With
     ``fixed_length`` the crop and truncation apply to the resized steps (as in ActionFormer).
     ``raw``: the video's features when already read (a prefetcher); else they are read here.
-    Returns ``(x, segments [N, 2], labels [N], weights [N])``.
+    Returns ``(x, segments [N, 2], labels [N], weights [N])``; with ``ignore`` (the video's
+    uncertain regions, :mod:`noco.labels.ignore`) a fifth item, those regions on the same grid
+    and crop: ``(segments [M, 2], labels [M])``.
     """
     d = cfg.input_downsample
     if raw is None:
@@ -189,7 +190,10 @@ def make_sample(dataset, video, ins: Instances, cfg: DetectorConfig, gen: torch.
         x = downsample_features(x, d)
     if gen is not None and cfg.input_noise > 0:
         x = x + cfg.input_noise * torch.randn(x.shape, generator=gen)
-    return x.T.contiguous(), segs, labels, weights
+    if ignore is None:
+        return x.T.contiguous(), segs, labels, weights
+    ign = sec_to_grid(ignore.segments.double(), video.fps, stride, frames).float() - st
+    return x.T.contiguous(), segs, labels, weights, (ign, ignore.labels)
 
 
 def collate(xs: Sequence[torch.Tensor], cfg: DetectorConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -340,7 +344,8 @@ def _load_init(model: TriDet, init: str | Path, dataset) -> None:
 def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_dir: str | Path, *,
                    init: str | Path | None = None, device: str | torch.device | None = "cpu", seed: int = 0,
                    resume: bool = False, val_fraction: float = 0.0, hpm: bool = True, log_every: int = 50,
-                   precision: str = "fp32", tensorboard: str | Path | None = None, prefetch: int = 2) -> Path:
+                   precision: str = "fp32", tensorboard: str | Path | None = None, prefetch: int = 2,
+                   ignore: Mapping[str, Instances] | None = None) -> Path:
     """Train TriDet on the dataset's training subset with labels from ``label_source``.
 
     ``cfg.input_dim``/``num_classes`` are taken from the dataset. ``init``: a checkpoint whose
@@ -359,7 +364,9 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
     global batch is logged; ``batch_size`` may change when the global batch stays the same).
     ``device``: None = CUDA when available. ``precision``: ``"fp32"`` or ``"bf16"`` (autocast of
     the student's forward; loss, Trident decoding and the teacher stay fp32); a runtime choice, not
-    part of the config, recorded in the checkpoint. Returns the checkpoint path.
+    part of the config, recorded in the checkpoint. ``ignore``: uncertain regions per training
+    video (:mod:`noco.labels.ignore`; a video not in it has none), where the classification loss
+    of a class is dropped at points not positive for it. Returns the checkpoint path.
     """
     cfg = dataclasses.replace(cfg, input_dim=dataset.feat_dim, num_classes=dataset.num_classes).validate()
     if not 0.0 <= val_fraction < 1.0:
@@ -451,8 +458,9 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
                 with _phase("samples"):
                     for slot, v, ins in zip(slots.tolist(), batch_videos, labels):
                         check_labels(ins, v.id, cfg.num_classes)
+                        ign = None if ignore is None else ignore.get(v.id, Instances.empty()).to("cpu")
                         samples.append(make_sample(dataset, v, ins.to("cpu"), cfg, _generator(seed, 2, step, slot),
-                                                   hpm, raw=pf.get(v.id)))
+                                                   hpm, raw=pf.get(v.id), ignore=ign))
                     x, mask = collate([s[0] for s in samples], cfg)
                     x, mask = x.to(dev), mask.to(dev)
                 torch.manual_seed(_seed(seed, 3, step, rank))  # drop-path
@@ -464,8 +472,11 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
                     targets = [assign_labels(out["points"], s[1].to(dev), s[2].to(dev), s[3].to(dev), cfg.num_classes,
                                              cfg.center_sample_radius, out["mask"][i]) for i, s in enumerate(samples)]
                     cls_t, reg_t, w_t = (torch.stack(t) for t in zip(*targets))
+                    ign_t = None if ignore is None else torch.stack(
+                        [ignore_mask(out["points"], s[4][0].to(dev), s[4][1].to(dev), cfg.num_classes) for s in samples])
                     focal, diou, num_pos = detection_loss(out, cls_t, reg_t, w_t, alpha=cfg.focal_alpha,
-                                                          gamma=cfg.focal_gamma, iou_power=cfg.iou_weight_power)
+                                                          gamma=cfg.focal_gamma, iou_power=cfg.iou_weight_power,
+                                                          ignore_t=ign_t)
                     if world > 1:
                         n = torch.tensor([float(num_pos)], device=dev)
                         dist.all_reduce(n)
@@ -528,7 +539,8 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
                 "scheduler": {"steps_per_epoch": steps_per_epoch, "last_step": step, "last_lr": lr},
                 "epoch": epoch + 1, "step": step, "loss_norm": norm, "rng": _rng_state(),
                 "label_source": label_source.state_dict(), "seed": seed, "hpm": hpm, "world_size": world,
-                "val_fraction": val_fraction, "history": history, "precision": precision,
+                "val_fraction": val_fraction, "val_videos": [v.id for v in val_videos], "history": history,
+                "precision": precision,
             })
         if world > 1:
             dist.barrier()

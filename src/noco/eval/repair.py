@@ -95,27 +95,40 @@ def precision_by_weight(gt: Mapping[str, Instances], labels: Mapping[str, Instan
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..data.dataset import load_dataset
-    from ..errors import NocoError
-    from ..labels.instances import read_instances, write_instances
-    from .labels import label_quality
-
-    p = argparse.ArgumentParser(prog="python -m noco.eval.repair", description=__doc__.split("\n\n")[0])
+def diagnostic_parser(module: str, doc: str) -> argparse.ArgumentParser:
+    """The command line shared by the label diagnostics: ``--data``, ``--labels``, ``--iou``."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
     p.add_argument("--data", required=True, help="dataset directory (its training subset's ground truth)")
     p.add_argument("--labels", required=True, help="pseudo-labels of the training subset (ActivityNet result format)")
+    p.add_argument("--iou", type=float, default=0.5, help="matching tIoU")
+    return p
+
+
+def load_diagnostic_inputs(args: argparse.Namespace):
+    """``(dataset, training ground truth, labels)`` of a diagnostic's arguments (NocoError if bad)."""
+    from ..data.dataset import load_dataset
+    from ..errors import NocoError
+    from ..labels.instances import read_instances
+
+    if not 0.0 < args.iou <= 1.0:
+        raise NocoError(f"--iou must be in (0, 1], found {args.iou}")
+    ds = load_dataset(args.data)
+    return ds, ds.ground_truth(ds.train_subset), read_instances(args.labels, ds.classes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import NocoError
+    from ..labels.instances import write_instances
+    from .labels import label_quality
+
+    p = diagnostic_parser("noco.eval.repair", __doc__)
     p.add_argument("--out", required=True, help="repaired label file to write")
     p.add_argument("--snap", action="store_true", help="matched labels take their ground truth's boundaries")
     p.add_argument("--drop-false", action="store_true", help="remove labels that match no ground truth")
     p.add_argument("--add-missed", action="store_true", help="add the ground truth no label matches")
-    p.add_argument("--iou", type=float, default=0.5, help="matching tIoU")
     args = p.parse_args(argv)
     try:
-        if not 0.0 < args.iou <= 1.0:
-            raise NocoError(f"--iou must be in (0, 1], found {args.iou}")
-        ds = load_dataset(args.data)
-        gt = ds.ground_truth(ds.train_subset)
-        labels = read_instances(args.labels, ds.classes)
+        ds, gt, labels = load_diagnostic_inputs(args)
         fixed = repair_labels(gt, labels, ds.num_classes, snap=args.snap, drop_false=args.drop_false,
                               add_missed=args.add_missed, iou=args.iou)
         write_instances(args.out, fixed, ds.classes)

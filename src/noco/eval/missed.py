@@ -1,0 +1,114 @@
+"""Can a detector find what the labels missed? (a diagnostic of MIC's source)
+
+MIC adds the teacher's confident detections that no label covers. It can only add an instance the
+teacher detects. ``missed_recall(gt, labels, detections, ...)`` splits the training ground truth
+into the instances the labels match (greedy one-to-one, same class, tIoU >= ``iou``: the
+label-quality matching) and those they miss, and gives, per score threshold, the fraction of each
+that a same-class detection with at least that score overlaps at tIoU >= ``iou``.
+
+Run on the teacher's detections of the training videos, and on those of a detector that never saw
+the videos' labels (``noco detector train --val-fraction 0.5`` holds half of them out; its
+checkpoint lists them), it tells whether the teacher misses the missed instances because it was
+trained to call them background (memorisation) or because they are hard::
+
+    noco detector predict --ckpt W/seed0/rows/b/model.pt --data DATA --subset train --out T.json
+    python -m noco.eval.missed --data DATA --labels W/seed0/labels/b.json --detections T.json \\
+        [--videos-held-out-by X/checkpoint.pt]
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterable, Mapping
+
+import torch
+
+from ..labels.instances import Instances
+from .labels import match_labels
+
+__all__ = ["missed_recall"]
+
+
+def _covered(gt: Instances, dets: Instances, thresholds: torch.Tensor, iou: float) -> torch.Tensor:
+    """[G, T] bool: a same-class detection with score >= thresholds[t] and tIoU >= iou."""
+    from ..ops.intervals import pairwise_tiou
+
+    if len(gt) == 0 or len(dets) == 0:
+        return torch.zeros(len(gt), len(thresholds), dtype=torch.bool)
+    ok = (pairwise_tiou(gt.segments.double(), dets.segments.double()) >= iou) & \
+        (gt.labels[:, None] == dets.labels[None, :])                                      # [G, D]
+    best = torch.where(ok, dets.scores.double()[None, :], torch.full((), -1.0, dtype=torch.float64)).amax(1)
+    return best[:, None] >= thresholds[None, :]
+
+
+def missed_recall(gt: Mapping[str, Instances], labels: Mapping[str, Instances], detections: Mapping[str, Instances],
+                  num_classes: int, thresholds: Iterable[float] = (0.1, 0.2, 0.3), *, iou: float = 0.5,
+                  videos: Iterable[str] | None = None) -> dict:
+    """Recall of the missed and of the labelled instances by ``detections`` (see the module docstring).
+
+    ``videos``: only these videos (default: every video of ``gt``). Returns ``{"thresholds",
+    "missed": count, "labelled": count, "recall_missed": [...], "recall_labelled": [...]}``
+    (``None`` where a group is empty).
+    """
+    keep = list(gt) if videos is None else [v for v in gt if v in set(videos)]
+    gt = {v: gt[v] for v in keep}
+    thr = torch.tensor([float(t) for t in thresholds], dtype=torch.float64)
+    (g_vid, g_seg, g_lab), _, (_, _, mg) = match_labels(gt, labels, num_classes, (iou,))
+    matched = torch.zeros(g_lab.numel(), dtype=torch.bool)
+    matched[mg] = True
+    cov = torch.zeros(g_lab.numel(), len(thr), dtype=torch.bool)
+    for i, v in enumerate(keep):  # per video: the pairwise tIoU is within a video
+        idx = (g_vid == i).nonzero().flatten()
+        if idx.numel():
+            ins = Instances.create(g_seg[idx].float(), g_lab[idx])
+            cov[idx] = _covered(ins, detections.get(v, Instances.empty()), thr, iou)
+
+    def rate(mask):
+        n = int(mask.sum())
+        return n, [float(cov[mask, t].double().mean()) if n else None for t in range(len(thr))]
+
+    n_miss, r_miss = rate(~matched)
+    n_lab, r_lab = rate(matched)
+    return {"thresholds": thr.tolist(), "missed": n_miss, "labelled": n_lab, "recall_missed": r_miss,
+            "recall_labelled": r_lab}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import NocoError
+    from ..io import load_checkpoint
+    from ..labels.instances import read_instances
+    from .repair import diagnostic_parser, load_diagnostic_inputs
+
+    p = diagnostic_parser("noco.eval.missed", __doc__)
+    p.add_argument("--detections", required=True, help="a detector's detections of the training videos")
+    p.add_argument("--thresholds", default="0.1,0.2,0.3", help="detection score thresholds, comma-separated")
+    p.add_argument("--videos-held-out-by", metavar="CKPT",
+                   help="only the videos this detector checkpoint held out (noco detector train --val-fraction)")
+    args = p.parse_args(argv)
+    try:
+        try:
+            thresholds = [float(t) for t in args.thresholds.split(",")]
+        except ValueError:
+            raise NocoError(f"--thresholds must be numbers separated by commas, found {args.thresholds!r}") from None
+        ds, gt, labels = load_diagnostic_inputs(args)
+        videos = None
+        if args.videos_held_out_by:
+            videos = load_checkpoint(args.videos_held_out_by).get("val_videos")
+            if not videos:
+                raise NocoError(f"{args.videos_held_out_by}: the checkpoint lists no held-out videos "
+                                f"(train with --val-fraction; checkpoints before this option do not list them)")
+        r = missed_recall(gt, labels, read_instances(args.detections, ds.classes),
+                          ds.num_classes, thresholds, iou=args.iou, videos=videos)
+        where = f"{len(videos)} held-out videos" if videos else f"{len(gt)} training videos"
+        print(f"{where}: {r['missed']} instances missed by the labels, {r['labelled']} matched (tIoU {args.iou})")
+        for t, m, lab in zip(r["thresholds"], r["recall_missed"], r["recall_labelled"]):
+            fmt = lambda x: "-" if x is None else f"{100 * x:.1f} %"  # noqa: E731
+            print(f"detections with score >= {t:g}: recall of the missed {fmt(m)}, of the labelled {fmt(lab)}")
+    except NocoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The MIC-source diagnostic (noco.eval.missed): recall of the instances the labels miss."""
+
+import json
+
+import pytest
+import torch
+
+from noco.eval.missed import main, missed_recall
+from noco.labels.instances import Instances
+
+from test_repair import _gt, _labels  # noqa: E402
+
+
+def _dets():
+    # v: [20, 22] c0 (missed by the labels) found at 0.25; [0, 10] c0 (labelled) at 0.5;
+    #    [30, 40] c1 (labelled) only by a wrong-class detection; w: [5, 9] c1 (missed) at tIoU 0.4 only
+    return {"v": Instances.create([[20, 22], [0.5, 10], [30, 40]], [0, 0, 0], scores=torch.tensor([0.25, 0.5, 0.9])),
+            "w": Instances.create([[5, 15]], [1], scores=torch.tensor([0.9]))}
+
+
+def test_missed_recall_hand_case():
+    r = missed_recall(_gt(), _labels(), _dets(), 2, (0.2, 0.3))
+    assert r["missed"] == 2 and r["labelled"] == 2
+    assert r["recall_missed"] == [0.5, 0.0]      # [20, 22] at >= 0.2 only; [5, 9] never (tIoU 0.4)
+    assert r["recall_labelled"] == [0.5, 0.5]    # [0, 10] yes; [30, 40] c1: wrong class
+    only_w = missed_recall(_gt(), _labels(), _dets(), 2, (0.2,), videos=["w"])
+    assert only_w["missed"] == 1 and only_w["labelled"] == 0 and only_w["recall_labelled"] == [None]
+    assert missed_recall(_gt(), _labels(), _dets(), 2, (0.2,), iou=0.4, videos=["w"])["recall_missed"] == [1.0]
+    # no detections at all: nothing is recalled
+    assert missed_recall(_gt(), _labels(), {}, 2, (0.1,))["recall_missed"] == [0.0]
+
+
+def test_missed_cli_and_held_out_videos(tiny_root, tmp_path, capsys):
+    from noco.data.dataset import load_dataset
+    from noco.io import atomic_save_torch
+    from noco.labels.instances import write_instances
+
+    ds = load_dataset(tiny_root)
+    gt = ds.ground_truth(ds.train_subset)
+    vids = sorted(gt)
+    labels = {v: gt[v] for v in vids[:2]}           # the other videos' instances are all missed
+    write_instances(tmp_path / "l.json", labels, ds.classes)
+    write_instances(tmp_path / "d.json", gt, ds.classes)  # a perfect detector, score 1
+    assert main(["--data", str(tiny_root), "--labels", str(tmp_path / "l.json"),
+                 "--detections", str(tmp_path / "d.json")]) == 0
+    out = capsys.readouterr().out
+    assert "recall of the missed 100.0 %, of the labelled 100.0 %" in out
+    atomic_save_torch(tmp_path / "ck.pt", {"val_videos": vids[:1]})
+    assert main(["--data", str(tiny_root), "--labels", str(tmp_path / "l.json"), "--detections",
+                 str(tmp_path / "d.json"), "--videos-held-out-by", str(tmp_path / "ck.pt")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1 held-out videos: 0 instances missed") and "of the missed -," in out
+    atomic_save_torch(tmp_path / "old.pt", {"model": {}})
+    assert main(["--data", str(tiny_root), "--labels", str(tmp_path / "l.json"), "--detections",
+                 str(tmp_path / "d.json"), "--videos-held-out-by", str(tmp_path / "old.pt")]) == 2
+    assert "lists no held-out videos" in capsys.readouterr().err
