@@ -480,14 +480,14 @@ class Pipeline:
     def row_key(self, row: str) -> dict:
         spec = ROW_SPEC[row]
         key = {"row": row, "spec": spec, "seed": self.seed, "data": self.ds.settings(),
-               "detector": dataclasses.asdict(self.cfg.detector)}
+               "detector": _detector_key(self.cfg.detector)}
         if spec["labels"] != "gt":
             key["wtal"] = self.wtal_key()
             key["labels"] = self.label_key(spec["labels"])
             if spec["labels"] == "b" and self.cfg.correction.ignore_conf > 0:
                 key["ignore_conf"] = self.cfg.correction.ignore_conf
         if "teacher" in spec:
-            key["student"] = dataclasses.asdict(self.cfg.student)
+            key["student"] = _detector_key(self.cfg.student)
             corr = dataclasses.asdict(self.cfg.correction)
             corr.pop("teacher_hpm")  # its effect is the teacher's own key, below
             corr.pop("ignore_conf")  # below, and in the teacher's key
@@ -624,6 +624,13 @@ class Pipeline:
         self._mark(path, key)
         self._sync()
         return read_json(path)
+
+
+def _detector_key(cfg) -> dict:
+    d = dataclasses.asdict(cfg)
+    if d["input_noise_rel"] == 0:  # the default, and the only noise before the option: old caches stay valid
+        del d["input_noise_rel"]
+    return d
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:

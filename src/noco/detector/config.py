@@ -68,6 +68,8 @@ class DetectorConfig:
     trunc_thresh: float = 0.5       # truncation keeps instances with at least this much inside
     crop_ratio: list[float] = field(default_factory=lambda: [0.9, 1.0])  # [] = no random crop
     input_noise: float = 0.0005     # std of Gaussian noise added to training features
+    input_noise_rel: float = 0.0    # plus this many times the std of the training features (the
+                                    # network's input, measured on up to 64 training videos) [choice]
     # --- inference -------------------------------------------------------------------------
     pre_nms_thresh: float = 0.001
     pre_nms_topk: int = 2000        # per level
@@ -106,7 +108,7 @@ class DetectorConfig:
             if getattr(self, name) < 1:
                 p.append(f"{name} must be >= 1, found {getattr(self, name)}")
         for name in ("stem_blocks", "warmup_epochs", "init_conv_vars", "center_sample_radius", "iou_weight_power",
-                     "weight_decay", "grad_clip", "input_noise", "eta_min", "reg_loss_weight", "nms_min_score",
+                     "weight_decay", "grad_clip", "input_noise", "input_noise_rel", "eta_min", "reg_loss_weight", "nms_min_score",
                      "pre_nms_thresh", "min_segment", "voting_thresh"):
             if not getattr(self, name) >= 0:
                 p.append(f"{name} must be >= 0, found {getattr(self, name)}")

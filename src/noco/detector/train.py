@@ -139,7 +139,8 @@ def check_labels(ins: Instances, video_id: str, num_classes: int) -> None:
 
 
 def make_sample(dataset, video, ins: Instances, cfg: DetectorConfig, gen: torch.Generator | None,
-                hpm: bool = True, raw: np.ndarray | None = None, ignore: Instances | None = None) -> tuple:
+                hpm: bool = True, raw: np.ndarray | None = None, ignore: Instances | None = None,
+                noise: float | None = None) -> tuple:
     """One training sample: features ``[D, T]`` and instances on the network's input grid
     (down-sampled, or resized to ``cfg.fixed_length`` steps; ``infer.detector_grid``).
 
@@ -148,6 +149,8 @@ def make_sample(dataset, video, ins: Instances, cfg: DetectorConfig, gen: torch.
     of it inside (clipped), Gaussian input noise. ``gen=None``: the whole video, no noise. With
     ``fixed_length`` the crop and truncation apply to the resized steps (as in ActionFormer).
     ``raw``: the video's features when already read (a prefetcher); else they are read here.
+    ``noise``: the std of the input noise (default ``cfg.input_noise``; ``train_detector`` adds
+    ``cfg.input_noise_rel`` times :func:`input_feature_std`).
     Returns ``(x, segments [N, 2], labels [N], weights [N])``; with ``ignore`` (the video's
     uncertain regions, :mod:`noco.labels.ignore`) a fifth item, those regions on the same grid
     and crop: ``(segments [M, 2], labels [M])``.
@@ -188,12 +191,31 @@ def make_sample(dataset, video, ins: Instances, cfg: DetectorConfig, gen: torch.
     else:
         x = torch.from_numpy(np.array(raw[st * d:(st + length) * d], dtype=np.float32))
         x = downsample_features(x, d)
-    if gen is not None and cfg.input_noise > 0:
-        x = x + cfg.input_noise * torch.randn(x.shape, generator=gen)
+    noise = cfg.input_noise if noise is None else noise
+    if gen is not None and noise > 0:
+        x = x + noise * torch.randn(x.shape, generator=gen)
     if ignore is None:
         return x.T.contiguous(), segs, labels, weights
     ign = sec_to_grid(ignore.segments.double(), video.fps, stride, frames).float() - st
     return x.T.contiguous(), segs, labels, weights, (ign, ignore.labels)
+
+
+def input_feature_std(dataset, videos: Sequence, cfg: DetectorConfig, max_videos: int = 64) -> float:
+    """The std of the network's input features (after down-sampling or resizing, over every
+    step and channel) of up to ``max_videos`` of ``videos``, evenly spread over their order
+    (deterministic): the unit of ``cfg.input_noise_rel``."""
+    if not videos:
+        raise NocoError("input_feature_std: no videos")
+    k = min(max_videos, len(videos))
+    pick = sorted({round(i * (len(videos) - 1) / max(k - 1, 1)) for i in range(k)})
+    n, total, total_sq = 0, 0.0, 0.0
+    for i in pick:
+        raw = torch.from_numpy(np.array(dataset.features(videos[i].id), dtype=np.float32))
+        x = resize_features(raw, cfg.fixed_length) if cfg.fixed_length else downsample_features(raw, cfg.input_downsample)
+        x = x.double()
+        n, total, total_sq = n + x.numel(), total + float(x.sum()), total_sq + float((x * x).sum())
+    mean = total / n
+    return math.sqrt(max(total_sq / n - mean * mean, 0.0))
 
 
 def collate(xs: Sequence[torch.Tensor], cfg: DetectorConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -403,6 +425,13 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
     model.to(dev)
     optimizer = make_optimizer(model, cfg)
     ema = EMATeacher(model, cfg.ema_decay)
+    noise = cfg.input_noise
+    if cfg.input_noise_rel > 0:
+        feat_std = input_feature_std(dataset, videos, cfg)
+        noise += cfg.input_noise_rel * feat_std
+        if rank == 0:
+            log.info("input noise: std %.4g (%g + %g x the input features' std %.4g)", noise, cfg.input_noise,
+                     cfg.input_noise_rel, feat_std)
     global_batch = cfg.batch_size * world
     steps_per_epoch = max(1, len(videos) // global_batch)
     step, start_epoch, norm = 0, 0, float(cfg.loss_norm_init)
@@ -460,7 +489,7 @@ def train_detector(dataset, label_source: LabelSource, cfg: DetectorConfig, out_
                         check_labels(ins, v.id, cfg.num_classes)
                         ign = None if ignore is None else ignore.get(v.id, Instances.empty()).to("cpu")
                         samples.append(make_sample(dataset, v, ins.to("cpu"), cfg, _generator(seed, 2, step, slot),
-                                                   hpm, raw=pf.get(v.id), ignore=ign))
+                                                   hpm, raw=pf.get(v.id), ignore=ign, noise=noise))
                     x, mask = collate([s[0] for s in samples], cfg)
                     x, mask = x.to(dev), mask.to(dev)
                 torch.manual_seed(_seed(seed, 3, step, rank))  # drop-path
