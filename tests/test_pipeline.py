@@ -161,3 +161,25 @@ def test_ablate_two_seeds_writes_the_table_with_paired_gains(tiny, tmp_path):
         assert (out / f"seed{s}" / "rows" / "bh" / "metrics.json").is_file()
     bad = _noco("ablate", "--data", str(tiny), "--out", str(out), "--rows", "a,zz")
     assert bad.returncode == 2 and "unknown rows" in bad.stderr
+
+
+def test_correction_key_holds_only_the_options_a_row_uses():
+    from noco.correction.config import make_config
+    from noco.pipeline import ROW_SPEC, correction_key
+
+    online = [r for r in ROW_SPEC if "teacher" in ROW_SPEC[r]]
+    assert online == ["c", "d", "e", "f", "g"]
+    base = make_config("cpu")
+
+    def changed(**kw):
+        other = make_config("cpu", kw)
+        return {r for r in online if correction_key(base, ROW_SPEC[r]) != correction_key(other, ROW_SPEC[r])}
+
+    assert changed(baseline_conf=0.4) == set()          # row a's filter
+    assert changed(cala_conf=0.2) == set()              # keyed with the label set
+    assert changed(replace_conf=0.4) == {"c"}
+    assert changed(aic_iou=0.4) == {"d", "f", "g"}
+    assert changed(mic_conf=0.4) == {"e", "f", "g"}
+    assert changed(hpm_power=2.0) == {"g"}
+    assert changed(alpha=0.9) == set(online)
+    assert changed(video_classes=False) == set(online)

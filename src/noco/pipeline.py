@@ -488,10 +488,7 @@ class Pipeline:
                 key["ignore_conf"] = self.cfg.correction.ignore_conf
         if "teacher" in spec:
             key["student"] = _detector_key(self.cfg.student)
-            corr = dataclasses.asdict(self.cfg.correction)
-            corr.pop("teacher_hpm")  # its effect is the teacher's own key, below
-            corr.pop("ignore_conf")  # below, and in the teacher's key
-            key["correction"] = corr
+            key["correction"] = correction_key(self.cfg.correction, spec)
             key["teacher"] = self.row_key(self.teacher_row(row))
         return key
 
@@ -624,6 +621,27 @@ class Pipeline:
         self._mark(path, key)
         self._sync()
         return read_json(path)
+
+
+def correction_key(corr, spec: dict) -> dict:
+    """The correction options an online row (``ROW_SPEC`` entry with a teacher) depends on, for its
+    cache key: changing an option a row does not use (row a's filter for the NoCo rows, AIC's for
+    row e, ...) leaves its cached detector valid. Options keyed elsewhere are left out too: CALA's
+    (the label set's key), ``teacher_hpm`` and ``ignore_conf`` (the teacher's key), and the row's
+    ``mode`` / ``use_aic`` / ``use_mic``, which its spec fixes."""
+    d = dataclasses.asdict(corr)
+    drop = {"teacher_hpm", "ignore_conf", "baseline_conf", "mode", "use_aic", "use_mic"}
+    drop |= {k for k in d if k.startswith("cala_")}
+    replace = spec["mode"] == "replace"
+    if not replace:
+        drop |= {"replace_conf", "replace_nms"}
+    if replace or not spec["use_aic"]:
+        drop |= {k for k in d if k.startswith("aic_")}
+    if replace or not spec["use_mic"]:
+        drop |= {k for k in d if k.startswith("mic_")}
+    if not spec["hpm"]:
+        drop.add("hpm_power")
+    return {k: v for k, v in d.items() if k not in drop}
 
 
 def _detector_key(cfg) -> dict:
