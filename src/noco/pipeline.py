@@ -466,8 +466,11 @@ class Pipeline:
         corr = self.cfg.correction
         if corr.ignore_conf <= 0:
             return None
-        classes = {v.id: list(v.class_ids) for v in self.ds.weak(self.ds.train_subset)}
-        return uncertain_regions_all(self.proposal_pool(), corr.ignore_conf, corr.cala_conf, classes)
+        return uncertain_regions_all(self.proposal_pool(), corr.ignore_conf, corr.cala_conf, self.video_classes())
+
+    def video_classes(self) -> dict[str, list[int]]:
+        """The training videos' video-level labels (the weak supervision): ``{video: class ids}``."""
+        return {v.id: list(v.class_ids) for v in self.ds.weak(self.ds.train_subset)}
 
     # ---- stage 2/3: one detector per row
     def teacher_row(self, row: str) -> str | None:
@@ -550,9 +553,8 @@ class Pipeline:
         def detect_fn(model, feats, vid):
             return detect(model, feats, metas[vid], tcfg)
 
-        classes = {v.id: list(v.class_ids) for v in self.ds.weak(self.ds.train_subset)}
         return OnlineCorrection(initial, teacher, detect_fn, features_fn=self.ds.features_tensor, cfg=corr,
-                                video_classes=classes)
+                                video_classes=self.video_classes())
 
     def _final_source_labels(self, ck: Path, source) -> dict[str, Instances]:
         from .io import load_checkpoint

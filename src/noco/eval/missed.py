@@ -9,9 +9,10 @@ that a same-class detection with at least that score overlaps at tIoU >= ``iou``
 Run on the teacher's detections of the training videos, and on those of a detector that never saw
 the videos' labels (``noco detector train --val-fraction 0.5`` holds half of them out; its
 checkpoint lists them), it tells whether the teacher misses the missed instances because it was
-trained to call them background (memorisation) or because they are hard::
+trained to call them background (memorisation) or because they are hard (``TRAINING_SUBSET``:
+the dataset's training subset, e.g. ``Validation`` on THUMOS14)::
 
-    noco detector predict --ckpt W/seed0/rows/b/model.pt --data DATA --subset train --out T.json
+    noco detector predict --ckpt W/seed0/rows/b/model.pt --data DATA --subset TRAINING_SUBSET --out T.json
     python -m noco.eval.missed --data DATA --labels W/seed0/labels/b.json --detections T.json \\
         [--videos-held-out-by X/checkpoint.pt]
 """
