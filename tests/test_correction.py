@@ -74,6 +74,26 @@ def test_aic_options():
     assert float(out.weights[0]) == pytest.approx(0.7 * 0.8 + 0.3 * 0.5, abs=1e-6)
 
 
+def test_aic_decay_unsupported_fades_labels_the_teacher_does_not_confirm():
+    res = aic_detailed(LABELS, TEACHER, decay_unsupported=True)
+    out = res.labels
+    # the supported (merged) label: exactly Eq. 6 as without the option
+    assert float(out.weights[0]) == pytest.approx(float(aic(LABELS, TEACHER).weights[0]), abs=1e-7)
+    # no confident same-class teacher detection: the teacher's vote counts 0 -> beta * w, boundaries kept
+    assert out.weights[1:].tolist() == pytest.approx([0.7 * 0.5, 0.7 * 1.0])
+    assert out.segments[1:].tolist() == LABELS.segments[1:].tolist()
+    assert res.corrected.tolist() == [True, False, False]
+    # a video the teacher detects nothing in: every label fades
+    assert aic(LABELS, Instances.empty(), decay_unsupported=True).weights.tolist() == \
+        pytest.approx([0.7 * 0.8, 0.7 * 0.5, 0.7 * 1.0])
+    assert aic(LABELS, Instances.empty()).weights.tolist() == pytest.approx([0.8, 0.5, 1.0])  # off: kept
+    # through the config
+    cfg = make_config("cpu", {"aic_decay_unsupported": True})
+    assert cfg.aic_kwargs()["decay_unsupported"] is True and not CorrectionConfig().aic_decay_unsupported
+    with pytest.raises(NocoError, match="aic_decay_unsupported"):
+        CorrectionConfig(aic_decay_unsupported="yes").validate()
+
+
 def test_aic_empty_inputs():
     assert torch.equal(aic(LABELS, Instances.empty()).segments, LABELS.segments)
     assert len(aic(Instances.empty(), TEACHER)) == 0
@@ -340,7 +360,7 @@ def test_replace_mode_and_features_fn():
         seen.append((vid, feats.dtype, tuple(feats.shape)))
         return TABLE[vid] if vid != "v2" else mk([(3, 4, 0, 0.2)])
 
-    cfg = make_config("cpu", {"mode": "replace", "replace_conf": 0.5, "hpm_power": 1.0})
+    cfg = make_config("cpu", {"mode": "replace", "replace_conf": 0.5, "hpm_power": 1.0, "hpm_normalize": False})
     oc = OnlineCorrection(INITIAL, _teacher_model(), detect, features_fn=lambda v: torch.zeros(7, 5, dtype=torch.float64), cfg=cfg,
                           video_classes=ALL)
     out = oc.labels_for(["v1", "v2"], step=0)
@@ -361,6 +381,29 @@ def test_replace_mode_and_features_fn():
                           video_classes=ALL)
     with pytest.raises(NocoError, match="video v1: teacher detection returned list"):
         oc.labels_for(["v1"], step=0)
+
+
+def test_replace_fallback_per_class_keeps_the_labels_of_classes_the_teacher_is_not_sure_of():
+    # v1's teacher is confident about class 0 only (q1, q5, q7; q4 of class 1 is dropped by the
+    # video-level filter): "video" replaces every label, "class" keeps the initial class-1 label
+    classes = {"v1": [0, 1], "v2": [0], "v3": [0]}
+    teach = {"v1": TABLE["v1"].select(TABLE["v1"].labels == 0), "v2": TABLE["v2"], "v3": TABLE["v3"]}
+
+    def run(fallback):
+        cfg = make_config("cpu", {"mode": "replace", "replace_conf": 0.5, "replace_fallback": fallback,
+                                  "hpm_normalize": False})
+        oc = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(teach), cfg=cfg, video_classes=classes)
+        return oc, oc.labels_for(["v1"], step=0)[0]
+
+    _, per_video = run("video")
+    assert per_video.labels.tolist() == [0, 0, 0]
+    oc, per_class = run("class")
+    assert len(per_class) == 4 and per_class.labels.tolist() == [0, 0, 0, 1]
+    assert per_class.segments[:3].tolist() == per_video.segments.tolist()
+    assert per_class.segments[3].tolist() == [100.0, 110.0] and float(per_class.weights[3]) == pytest.approx(1.0)
+    assert oc.last_stats["replace_fallbacks"] == 1
+    with pytest.raises(NocoError, match="replace_fallback"):
+        CorrectionConfig(replace_fallback="frame").validate()
 
 
 def test_video_level_classes_filter_the_teachers_detections():
@@ -393,3 +436,23 @@ def test_hpm_power_sharpens_the_loss_weights_only():
     assert oc.final_labels()["v1"].weights.tolist() == pytest.approx([0.8, 0.5, 1.0])  # stored as they are
     with pytest.raises(NocoError, match="hpm_power"):
         CorrectionConfig(hpm_power=-1.0).validate()
+
+
+def test_hpm_normalize_keeps_the_mean_loss_weight_at_one():
+    cfg = CorrectionConfig(hpm_normalize=True, use_aic=False, use_mic=False)
+    oc = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), cfg=cfg, video_classes=ALL)
+    every = torch.cat([ins.weights for ins in INITIAL.values()]).double()
+    out = oc.labels_for(["v1", "v3"], step=0)
+    assert out[0].weights.tolist() == pytest.approx((LABELS.weights.double() / every.mean()).tolist())
+    assert out[1].weights.tolist() == pytest.approx([1.0 / float(every.mean())])
+    # over the whole online set the loss weights average 1, and their ratios are the labels' ratios
+    loss_w = torch.cat([oc._loss_weights(ins).weights for ins in oc.final_labels().values()])
+    assert float(loss_w.double().mean()) == pytest.approx(1.0)
+    assert oc.final_labels()["v1"].weights.tolist() == pytest.approx([0.8, 0.5, 1.0])  # stored as they are
+    # with hpm_power the mean of w ** p is the divisor
+    sq = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), video_classes=ALL,
+                          cfg=CorrectionConfig(hpm_normalize=True, hpm_power=2.0, use_aic=False, use_mic=False))
+    w = sq.labels_for(["v1"], step=0)[0].weights
+    assert w.tolist() == pytest.approx((LABELS.weights.double() ** 2 / (every ** 2).mean()).tolist())
+    with pytest.raises(NocoError, match="hpm_normalize"):
+        CorrectionConfig(hpm_normalize=1).validate()

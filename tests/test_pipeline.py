@@ -181,5 +181,8 @@ def test_correction_key_holds_only_the_options_a_row_uses():
     assert changed(aic_iou=0.4) == {"d", "f", "g"}
     assert changed(mic_conf=0.4) == {"e", "f", "g"}
     assert changed(hpm_power=2.0) == {"g"}
+    assert changed(aic_decay_unsupported=True) == {"g"}  # only the HPM loss reads the weights
+    assert changed(hpm_normalize=False) == {"g"}             # the cpu preset normalises
+    assert changed(replace_fallback="class") == {"c"}
     assert changed(alpha=0.9) == set(online)
     assert changed(video_classes=False) == set(online)

@@ -636,13 +636,18 @@ def correction_key(corr, spec: dict) -> dict:
     drop |= {k for k in d if k.startswith("cala_")}
     replace = spec["mode"] == "replace"
     if not replace:
-        drop |= {"replace_conf", "replace_nms"}
+        drop |= {"replace_conf", "replace_nms", "replace_fallback"}
+    elif d.get("replace_fallback") == "video":  # the default, and the only rule before the option
+        drop.add("replace_fallback")
     if replace or not spec["use_aic"]:
         drop |= {k for k in d if k.startswith("aic_")}
     if replace or not spec["use_mic"]:
         drop |= {k for k in d if k.startswith("mic_")}
     if not spec["hpm"]:
-        drop.add("hpm_power")
+        drop |= {"hpm_power", "hpm_normalize", "aic_decay_unsupported"}  # only the HPM loss reads the weights
+    for k in ("aic_decay_unsupported", "hpm_normalize"):
+        if not d.get(k):  # off, as before the option: cached rows stay valid
+            drop.add(k)
     return {k: v for k, v in d.items() if k not in drop}
 
 

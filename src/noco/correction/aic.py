@@ -29,6 +29,7 @@ def aic_detailed(
     beta: float = 0.7,
     same_class: bool = True,
     weight: str = "iou",
+    decay_unsupported: bool = False,
     *,
     what: str = "labels",
 ) -> AICResult:
@@ -39,7 +40,10 @@ def aic_detailed(
     n = len(labels)
     dev = labels.segments.device
     if n == 0 or len(teacher) == 0:
-        return AICResult(labels, torch.zeros(n, dtype=torch.bool, device=dev), torch.zeros(n, dtype=torch.long, device=dev))
+        none = torch.zeros(n, dtype=torch.bool, device=dev)
+        if decay_unsupported and n:
+            labels = Instances(labels.segments, labels.labels, labels.scores, beta * labels.weights)
+        return AICResult(labels, none, torch.zeros(n, dtype=torch.long, device=dev))
     teacher = teacher.to(dev)
     iou = _intervals().pairwise_tiou(labels.segments, teacher.segments).to(torch.float32)  # [N, M]
     assoc = (iou > iou_thresh) & (teacher.scores > conf_thresh)[None, :]
@@ -55,7 +59,10 @@ def aic_detailed(
     corrected = (k > 0) & (den > 0)
     new_seg = torch.where(corrected[:, None], num / den.clamp_min(1e-30)[:, None], labels.segments)
     mean_w = sum_w / kf.clamp_min(1.0)
-    new_w = torch.where(corrected, beta * labels.weights + (1.0 - beta) * mean_w, labels.weights)  # Eq. 6
+    # Eq. 6; a label the teacher does not support (empty A_i) keeps its weight, or with
+    # ``decay_unsupported`` gets the teacher's vote 0: w_hat = beta w_i
+    kept_w = beta * labels.weights if decay_unsupported else labels.weights
+    new_w = torch.where(corrected, beta * labels.weights + (1.0 - beta) * mean_w, kept_w)
     out = Instances(new_seg, labels.labels, labels.scores, new_w)
     return AICResult(out, corrected, k)
 
@@ -69,13 +76,17 @@ def aic(
     beta: float = 0.7,
     same_class: bool = True,
     weight: str = "iou",
+    decay_unsupported: bool = False,
 ) -> Instances:
     """Correct each label ``p_i`` (weight ``w_i``) with its associated teacher detections.
 
     ``A_i`` = teacher detections with ``IoU(p_i, q_k) > iou_thresh``, ``score > conf_thresh`` and
     (when ``same_class``) the label's class; ``w_ik`` by Eq. 1 (``weight`` "iou" or "vote"). If
     ``A_i`` is not empty: ``t_hat = (lam |A_i| w_i t_i + sum_k w_ik t_k) / (lam |A_i| w_i + sum_k w_ik)``
-    for start and end, ``w_hat = beta w_i + (1 - beta) mean_k w_ik``. Labels with an empty set,
-    classes and scores are unchanged; the output keeps the input order.
+    for start and end, ``w_hat = beta w_i + (1 - beta) mean_k w_ik``. Labels with an empty set keep
+    their boundaries and their weight, or, with ``decay_unsupported``, count the teacher's vote as 0:
+    ``w_hat = beta w_i`` (a label the teacher keeps not confirming fades from the HPM loss). Classes
+    and scores are unchanged; the output keeps the input order.
     """
-    return aic_detailed(labels, teacher, iou_thresh, conf_thresh, lam, beta, same_class, weight).labels
+    return aic_detailed(labels, teacher, iou_thresh, conf_thresh, lam, beta, same_class, weight,
+                        decay_unsupported).labels

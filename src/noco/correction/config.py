@@ -42,6 +42,9 @@ class CorrectionConfig:
     hpm_power: float = 1.0          # HPM (Eq. 8) multiplies a positive point's loss by w ** hpm_power;
                                     # 1 = the label's weight as it is [choice]. The student's online
                                     # labels only (teacher_hpm pre-trains with w as it is)
+    hpm_normalize: bool = False     # HPM weights divided by their mean over the whole online set, so that
+                                    # the average label keeps the plain loss's weight and HPM only
+                                    # re-balances labels (off: w as it is, NOCO.md) [choice]
     video_classes: bool = True      # teacher detections of classes outside the training video's
                                     # video-level labels (known: the weak supervision) are dropped
                                     # before AIC, MIC and row c's replacement [choice]
@@ -58,6 +61,9 @@ class CorrectionConfig:
     aic_beta: float = 0.7           # β: w_hat = β w_i + (1 - β) mean_k w_ik
     aic_same_class: bool = True
     aic_weight: str = "iou"         # Eq. 1 variant, as cala_weight
+    aic_decay_unsupported: bool = False  # Eq. 6 for a label with an empty A_i: keep w_i (off, NOCO.md) or
+                                    # count the teacher's vote as 0, w_hat = β w_i (on) [choice]. Only
+                                    # the HPM loss reads the weights
     # --- MIC (Eq. 7) -----------------------------------------------------------------------
     mic_conf: float = 0.3           # θm_conf: Q' = {q : s_q >= this} (NOCO.md suggests 0.6)
     mic_nms: float = 0.4            # θm_nms: Q'' = per-class NMS(Q')
@@ -66,6 +72,9 @@ class CorrectionConfig:
     # --- mode "replace" (row c) ------------------------------------------------------------
     replace_conf: float = 0.3       # the teacher's detections with score >= this ... (0.5 before)
     replace_nms: float = 0.45       # ... after per-class NMS replace the batch's labels (weight = score)
+    replace_fallback: str = "video"  # where the teacher has no such detection, the video's initial labels
+                                    # stay: "video" (none at all in the video) or "class" (none of that
+                                    # class: the video's labels of the class stay) [choice]
 
     def cala_kwargs(self) -> dict[str, Any]:
         return dict(conf_thresh=self.cala_conf, nms_thresh=self.cala_nms, iou_thresh=self.cala_iou,
@@ -74,7 +83,8 @@ class CorrectionConfig:
 
     def aic_kwargs(self) -> dict[str, Any]:
         return dict(iou_thresh=self.aic_iou, conf_thresh=self.aic_conf, lam=self.aic_lam, beta=self.aic_beta,
-                    same_class=self.aic_same_class, weight=self.aic_weight)
+                    same_class=self.aic_same_class, weight=self.aic_weight,
+                    decay_unsupported=self.aic_decay_unsupported)
 
     def mic_kwargs(self) -> dict[str, Any]:
         return dict(conf_thresh=self.mic_conf, nms_thresh=self.mic_nms, iou_thresh=self.mic_iou,
@@ -112,6 +122,8 @@ class CorrectionConfig:
         for name in ("cala_weight", "aic_weight"):
             if getattr(self, name) not in ("iou", "vote"):
                 p.append(f"{name} must be 'iou' or 'vote', found {getattr(self, name)!r}")
+        if self.replace_fallback not in ("video", "class"):
+            p.append(f"replace_fallback must be 'video' or 'class', found {self.replace_fallback!r}")
         if self.mode not in ("online", "replace"):
             p.append(f"mode must be 'online' or 'replace', found {self.mode!r}")
         r = self.refresh
@@ -120,7 +132,8 @@ class CorrectionConfig:
         if isinstance(self.start_step, bool) or not isinstance(self.start_step, int) or self.start_step < 0:
             p.append(f"start_step must be an integer >= 0, found {self.start_step!r}")
         for name in ("cala_include_seed", "teacher_hpm", "video_classes", "use_aic", "use_mic", "aic_same_class",
-                     "mic_same_class"):
+                     "hpm_normalize",
+                     "aic_decay_unsupported", "mic_same_class"):
             if not isinstance(getattr(self, name), bool):
                 p.append(f"{name} must be true or false, found {getattr(self, name)!r}")
         if p:

@@ -105,7 +105,14 @@ class OnlineCorrection:
             if len(conf) == 0:
                 st["replace_fallbacks"] += 1
                 return self.initial[vid]
-            return Instances(conf.segments, conf.labels, conf.scores, conf.scores.clone())
+            out = Instances(conf.segments, conf.labels, conf.scores, conf.scores.clone())
+            if cfg.replace_fallback == "class":  # classes the teacher is not confident about keep their labels
+                init = self.initial[vid]
+                keep = init.select(~torch.isin(init.labels, conf.labels))
+                if len(keep):
+                    st["replace_fallbacks"] += 1
+                    out = Instances.cat([out, keep])
+            return out
         out = current
         if cfg.use_aic:
             res = aic_detailed(out, q, **cfg.aic_kwargs(), what=f"video {vid}: online labels")
@@ -142,10 +149,21 @@ class OnlineCorrection:
         return out
 
     def _loss_weights(self, ins: Instances) -> Instances:
-        """The labels as the loss sees them: HPM weights ``w ** hpm_power`` (the stored set keeps ``w``)."""
-        if self.cfg.hpm_power == 1.0:
+        """The labels as the loss sees them: HPM weights ``w ** hpm_power``, with ``hpm_normalize``
+        divided by their mean over the whole online set (the stored set keeps ``w``)."""
+        if self.cfg.hpm_power == 1.0 and not self.cfg.hpm_normalize:
             return ins
-        return Instances(ins.segments, ins.labels, ins.scores, ins.weights.pow(self.cfg.hpm_power))
+        w = ins.weights.pow(self.cfg.hpm_power)
+        if self.cfg.hpm_normalize:
+            w = w / self._mean_loss_weight()
+        return Instances(ins.segments, ins.labels, ins.scores, w)
+
+    def _mean_loss_weight(self) -> float:
+        tot, n = 0.0, 0
+        for ins in self.labels.values():
+            tot += float(ins.weights.double().pow(self.cfg.hpm_power).sum())
+            n += len(ins)
+        return tot / n if n and tot > 0 else 1.0
 
     def after_step(self, model: nn.Module, step: int) -> None:
         self.teacher.update(model)
