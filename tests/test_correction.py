@@ -456,3 +456,14 @@ def test_hpm_normalize_keeps_the_mean_loss_weight_at_one():
     assert w.tolist() == pytest.approx((LABELS.weights.double() ** 2 / (every ** 2).mean()).tolist())
     with pytest.raises(NocoError, match="hpm_normalize"):
         CorrectionConfig(hpm_normalize=1).validate()
+
+
+def test_hpm_normalize_follows_the_corrected_labels():
+    """The normaliser is the mean over the online set as it is now: after MIC adds labels it changes."""
+    cfg = CorrectionConfig(alpha=0.5, aic_conf=0.4, mic_conf=0.6, hpm_normalize=True, video_classes=False)
+    oc = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), cfg=cfg)
+    before = oc._mean_loss_weight()
+    out = oc.labels_for(["v1"], step=0)[0]
+    now = torch.cat([ins.weights for ins in oc.final_labels().values()]).double().mean()
+    assert len(oc.final_labels()["v1"]) > len(LABELS) and float(now) != pytest.approx(before)
+    assert out.weights.tolist() == pytest.approx((oc.final_labels()["v1"].weights.double() / now).tolist())

@@ -68,6 +68,7 @@ class OnlineCorrection:
         self.last_stats: dict[str, int] = {k: 0 for k in _STAT_KEYS}
         self._dirty: set[str] = set()  # videos corrected here since the last distributed sync
         self._stats_base: dict[str, int] = dict(self.stats)
+        self._weight_sums: dict[str, tuple[Instances, float, int]] = {}  # see _mean_loss_weight
 
     # ------------------------------------------------------------------ teacher predictions
     @torch.no_grad()
@@ -159,10 +160,16 @@ class OnlineCorrection:
         return Instances(ins.segments, ins.labels, ins.scores, w)
 
     def _mean_loss_weight(self) -> float:
+        """Mean of ``w ** hpm_power`` over the online set; per-video sums are cached by label-set object
+        (a corrected video holds a new ``Instances``), so a batch re-sums only what changed."""
         tot, n = 0.0, 0
-        for ins in self.labels.values():
-            tot += float(ins.weights.double().pow(self.cfg.hpm_power).sum())
-            n += len(ins)
+        for vid, ins in self.labels.items():
+            c = self._weight_sums.get(vid)
+            if c is None or c[0] is not ins:
+                c = (ins, float(ins.weights.double().pow(self.cfg.hpm_power).sum()), len(ins))
+                self._weight_sums[vid] = c
+            tot += c[1]
+            n += c[2]
         return tot / n if n and tot > 0 else 1.0
 
     def after_step(self, model: nn.Module, step: int) -> None:
