@@ -458,12 +458,19 @@ def test_hpm_normalize_keeps_the_mean_loss_weight_at_one():
         CorrectionConfig(hpm_normalize=1).validate()
 
 
-def test_hpm_normalize_follows_the_corrected_labels():
-    """The normaliser is the mean over the online set as it is now: after MIC adds labels it changes."""
+def test_hpm_normalize_divides_by_the_initial_labels_mean_throughout():
+    """The normaliser is a constant of the run (the same on every rank and after a resume): the mean
+    weight of the initial labels, also once MIC has added labels of other weights."""
     cfg = CorrectionConfig(alpha=0.5, aic_conf=0.4, mic_conf=0.6, hpm_normalize=True, video_classes=False)
     oc = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), cfg=cfg)
-    before = oc._mean_loss_weight()
+    m0 = float(torch.cat([ins.weights for ins in INITIAL.values()]).double().mean())
     out = oc.labels_for(["v1"], step=0)[0]
-    now = torch.cat([ins.weights for ins in oc.final_labels().values()]).double().mean()
-    assert len(oc.final_labels()["v1"]) > len(LABELS) and float(now) != pytest.approx(before)
-    assert out.weights.tolist() == pytest.approx((oc.final_labels()["v1"].weights.double() / now).tolist())
+    stored = oc.final_labels()["v1"]
+    now = float(torch.cat([ins.weights for ins in oc.final_labels().values()]).double().mean())
+    assert len(stored) > len(LABELS) and now != pytest.approx(m0)  # MIC added labels: the set's mean moved
+    assert out.weights.tolist() == pytest.approx((stored.weights.double() / m0).tolist())
+    # a resumed run rebuilds the same normaliser from the same initial labels
+    again = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), cfg=cfg)
+    again.load_state_dict(oc.state_dict())
+    assert again.labels_for(["v1"], step=5)[0].weights.tolist() == pytest.approx(
+        (again.final_labels()["v1"].weights.double() / m0).tolist())

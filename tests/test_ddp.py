@@ -40,7 +40,8 @@ WTAL = dict(hidden_dim=32, num_segments=64, epochs=2, lr=1e-3, input_dropout=0.0
 # The teacher (2 epochs on the ground truth) is weak: its scores are ~0.03, so the thresholds are
 # set on that scale to make AIC and MIC act on every video.
 # video_classes off: this 2-epoch teacher's detections of other classes are what corrects some videos
-CORR = dict(alpha=0.9, aic_conf=0.02, aic_iou=0.3, mic_conf=0.028, mic_iou=0.2, video_classes=False)
+CORR = dict(alpha=0.9, aic_conf=0.02, aic_iou=0.3, mic_conf=0.028, mic_iou=0.2, video_classes=False,
+            hpm_normalize=True)
 STOP_STEP = 2  # 4 videos / global batch 2 = 2 steps per epoch: stop at the first step of epoch 2
 
 

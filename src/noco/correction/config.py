@@ -42,9 +42,9 @@ class CorrectionConfig:
     hpm_power: float = 1.0          # HPM (Eq. 8) multiplies a positive point's loss by w ** hpm_power;
                                     # 1 = the label's weight as it is [choice]. The student's online
                                     # labels only (teacher_hpm pre-trains with w as it is)
-    hpm_normalize: bool = False     # HPM weights divided by their mean over the whole online set, so that
-                                    # the average label keeps the plain loss's weight and HPM only
-                                    # re-balances labels (off: w as it is, NOCO.md) [choice]
+    hpm_normalize: bool = False     # HPM weights divided by the mean weight of the initial (CALA) labels,
+                                    # so that the average label keeps the plain loss's weight and HPM
+                                    # only re-balances labels (off: w as it is, NOCO.md) [choice]
     video_classes: bool = True      # teacher detections of classes outside the training video's
                                     # video-level labels (known: the weak supervision) are dropped
                                     # before AIC, MIC and row c's replacement [choice]

@@ -68,7 +68,11 @@ class OnlineCorrection:
         self.last_stats: dict[str, int] = {k: 0 for k in _STAT_KEYS}
         self._dirty: set[str] = set()  # videos corrected here since the last distributed sync
         self._stats_base: dict[str, int] = dict(self.stats)
-        self._weight_sums: dict[str, tuple[Instances, float, int]] = {}  # see _mean_loss_weight
+        # HPM's normaliser: a constant of the run (the same on every rank and after a resume), so that
+        # the average initial label weighs what a label weighs without HPM
+        w0 = torch.cat([ins.weights.double().reshape(-1) for ins in self.initial.values()] or [torch.ones(1)])
+        m = float(w0.pow(self.cfg.hpm_power).mean()) if w0.numel() else 1.0
+        self._hpm_norm = m if m > 0 else 1.0
 
     # ------------------------------------------------------------------ teacher predictions
     @torch.no_grad()
@@ -151,26 +155,13 @@ class OnlineCorrection:
 
     def _loss_weights(self, ins: Instances) -> Instances:
         """The labels as the loss sees them: HPM weights ``w ** hpm_power``, with ``hpm_normalize``
-        divided by their mean over the whole online set (the stored set keeps ``w``)."""
+        divided by the mean of ``w ** hpm_power`` over the initial label set (the stored set keeps ``w``)."""
         if self.cfg.hpm_power == 1.0 and not self.cfg.hpm_normalize:
             return ins
         w = ins.weights.pow(self.cfg.hpm_power)
         if self.cfg.hpm_normalize:
-            w = w / self._mean_loss_weight()
+            w = w / self._hpm_norm
         return Instances(ins.segments, ins.labels, ins.scores, w)
-
-    def _mean_loss_weight(self) -> float:
-        """Mean of ``w ** hpm_power`` over the online set; per-video sums are cached by label-set object
-        (a corrected video holds a new ``Instances``), so a batch re-sums only what changed."""
-        tot, n = 0.0, 0
-        for vid, ins in self.labels.items():
-            c = self._weight_sums.get(vid)
-            if c is None or c[0] is not ins:
-                c = (ins, float(ins.weights.double().pow(self.cfg.hpm_power).sum()), len(ins))
-                self._weight_sums[vid] = c
-            tot += c[1]
-            n += c[2]
-        return tot / n if n and tot > 0 else 1.0
 
     def after_step(self, model: nn.Module, step: int) -> None:
         self.teacher.update(model)
