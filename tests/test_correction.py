@@ -474,3 +474,17 @@ def test_hpm_normalize_divides_by_the_initial_labels_mean_throughout():
     again.load_state_dict(oc.state_dict())
     assert again.labels_for(["v1"], step=5)[0].weights.tolist() == pytest.approx(
         (again.final_labels()["v1"].weights.double() / m0).tolist())
+
+
+def test_without_aic_mic_or_replacement_the_labels_stay_and_the_teacher_is_not_asked():
+    """Row s (the student on uncorrected labels): the online set stays the initial one, the teacher
+    still follows the student (EMA), and no teacher detection is computed for nothing."""
+    det = FakeDetector(TABLE)
+    oc = OnlineCorrection(INITIAL, _teacher_model(), det, video_classes=ALL,
+                          cfg=CorrectionConfig(alpha=0.5, use_aic=False, use_mic=False))
+    out = oc.labels_for(["v1", "v2"], step=0)
+    assert det.calls == []
+    for got, v in zip(out, ("v1", "v2")):
+        assert torch.equal(got.segments, INITIAL[v].segments) and torch.equal(got.weights, INITIAL[v].weights)
+    oc.after_step(_teacher_model(1.0), step=1)
+    assert float(oc.teacher.module.weight) == pytest.approx(0.5)

@@ -148,17 +148,23 @@ def test_ablate_two_seeds_writes_the_table_with_paired_gains(tiny, tmp_path):
     """`noco ablate`: rows over seeds, mean ± std, the gains over row a paired by seed; with
     correction.teacher_hpm row g's own teacher (helper row bh) is reported too."""
     out = tmp_path / "W"
-    r = _noco("ablate", "--data", str(tiny), "--out", str(out), "--seeds", "2", "--rows", "a,g", *FAST,
+    r = _noco("ablate", "--data", str(tiny), "--out", str(out), "--seeds", "2", "--rows", "a,g,s", *FAST,
               "--set", "correction.teacher_hpm=true")
     assert r.returncode == 0, r.stderr[-3000:]
     table = (out / "ablation.md").read_text()
-    for title in ("WTAL base model", "a: WTAL labels > 0.5", "g: f + HPM (NoCo)", "b + HPM (teacher of g)"):
+    for title in ("WTAL base model", "a: WTAL labels > 0.5", "g: f + HPM (NoCo)", "b + HPM (teacher of g)",
+                  "s: b + student, labels uncorrected"):
         row = next((line for line in table.splitlines() if line.startswith(f"| {title} |")), None)
         assert row is not None, title
         assert row.split("|")[2].strip() == "2" and "±" in row  # two seeds, mean ± std
-    assert "- g − a, avg 0.3:0.7:" in table and "(seeds 0, 1)" in table
+    assert "- g − a, avg 0.3:0.7:" in table and "- s − a, avg 0.3:0.7:" in table and "(seeds 0, 1)" in table
+    assert table.index("| g: f + HPM") < table.index("| s: b + student")  # diagnostic rows come last
     for s in (0, 1):
         assert (out / f"seed{s}" / "rows" / "bh" / "metrics.json").is_file()
+        # row s trains on row b's labels as they are: its final label set is its initial one
+        final = json.loads((out / f"seed{s}" / "rows" / "s" / "labels.json").read_text())["results"]
+        initial = json.loads((out / f"seed{s}" / "labels" / "b.json").read_text())["results"]
+        assert final == initial
     bad = _noco("ablate", "--data", str(tiny), "--out", str(out), "--rows", "a,zz")
     assert bad.returncode == 2 and "unknown rows" in bad.stderr
 
@@ -168,7 +174,7 @@ def test_correction_key_holds_only_the_options_a_row_uses():
     from noco.pipeline import ROW_SPEC, correction_key
 
     online = [r for r in ROW_SPEC if "teacher" in ROW_SPEC[r]]
-    assert online == ["c", "d", "e", "f", "g"]
+    assert online == ["c", "d", "e", "f", "g", "s"]
     base = make_config("cpu")
 
     def changed(**kw):
@@ -178,6 +184,7 @@ def test_correction_key_holds_only_the_options_a_row_uses():
     assert changed(baseline_conf=0.4) == set()          # row a's filter
     assert changed(cala_conf=0.2) == set()              # keyed with the label set
     assert changed(replace_conf=0.4) == {"c"}
+    assert changed(aic_iou=0.4, mic_conf=0.4, hpm_power=2.0) == {"d", "e", "f", "g"}  # row s uses none of them
     assert changed(aic_iou=0.4) == {"d", "f", "g"}
     assert changed(mic_conf=0.4) == {"e", "f", "g"}
     assert changed(hpm_power=2.0) == {"g"}

@@ -46,6 +46,7 @@ ROW_TITLES = {
     "f": "f: c + AIC + MIC",
     "g": "g: f + HPM (NoCo)",
     "bh": "b + HPM (teacher of g)",
+    "s": "s: b + student, labels uncorrected",
 }
 # what each row trains on: static label set, or an online correction on top of row b's teacher
 ROW_SPEC: dict[str, dict[str, Any]] = {
@@ -59,9 +60,14 @@ ROW_SPEC: dict[str, dict[str, Any]] = {
     "e": dict(labels="b", teacher="b", mode="online", use_aic=False, use_mic=True, hpm=False),
     "f": dict(labels="b", teacher="b", mode="online", use_aic=True, use_mic=True, hpm=False),
     "g": dict(labels="b", teacher="b", mode="online", use_aic=True, use_mic=True, hpm=True),
+    # diagnostic: the student's training alone (from row b's teacher, with the student's schedule
+    # and input noise) on the CALA labels as they are: what rows d-g add beyond it is the correction
+    "s": dict(labels="b", teacher="b", mode="online", use_aic=False, use_mic=False, hpm=False),
 }
 # rows computed only as another row's teacher (listed in tables after the rows, when present)
 HELPER_ROWS = ["bh"]
+# rows outside the paper's table, run on request (`noco run --ablation s`, `noco ablate --rows ...,s`)
+DIAGNOSTIC_ROWS = ["s"]
 THUMOS_TIOUS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 ANET_TIOUS = [round(0.5 + 0.05 * i, 2) for i in range(10)]
 SHORT_BIN = "short"
@@ -701,7 +707,7 @@ def paired_gains(found: dict[str, dict[int, dict]], base: str = "a") -> str:
     if base not in found:
         return ""
     lines = []
-    for r in ROWS:
+    for r in [*ROWS, *DIAGNOSTIC_ROWS]:
         seeds = sorted(set(found.get(r, {})) & set(found[base])) if r not in ("oracle", base) else []
         if len(seeds) < 2:
             continue
@@ -723,7 +729,7 @@ def _boundary_error(q: dict) -> float | None:
 def results_table(found: dict[str, dict[int, dict]], markdown: bool = False) -> str:
     """Rows: WTAL and every ablation row present; columns: mAP per tIoU and the averages, mean (± std
     over seeds when there are several)."""
-    order = [r for r in ["wtal", *ROWS, *HELPER_ROWS] if r in found]
+    order = [r for r in ["wtal", *ROWS, *HELPER_ROWS, *DIAGNOSTIC_ROWS] if r in found]
     if not order:
         return "(no results yet)"
     any_m = next(iter(found[order[0]].values()))

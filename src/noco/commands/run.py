@@ -41,8 +41,9 @@ def _common(p) -> None:
 def register(sub) -> None:
     p = sub.add_parser("run", help="run the NoCo pipeline (WTAL -> CALA -> teacher -> corrected student) end to end")
     _common(p)
-    p.add_argument("--ablation", default="g", choices=["a", "b", "c", "d", "e", "f", "g", "oracle"],
-                   help="which row of the ablation to run (default g = NoCo)")
+    p.add_argument("--ablation", default="g", choices=["a", "b", "c", "d", "e", "f", "g", "oracle", "s"],
+                   help="which row of the ablation to run (default g = NoCo; s: the student on row b's "
+                        "labels uncorrected, a diagnostic)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baseline", action="store_true", help="do not also run row a beside the chosen row")
     p.set_defaults(func=cmd_run)
@@ -50,7 +51,8 @@ def register(sub) -> None:
     q = sub.add_parser("ablate", help="all ablation rows over several seeds; writes a markdown table")
     _common(q)
     q.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
-    q.add_argument("--rows", default="oracle,a,b,c,d,e,f,g", help="comma-separated rows")
+    q.add_argument("--rows", default="oracle,a,b,c,d,e,f,g",
+                   help="comma-separated rows (add s for the student on uncorrected labels)")
     q.set_defaults(func=cmd_ablate)
 
 
@@ -136,13 +138,13 @@ def cmd_run(args) -> int:
 
 def cmd_ablate(args) -> int:
     from ..io import atomic_write_text
-    from ..pipeline import ROWS, Pipeline, collect_metrics, results_table
+    from ..pipeline import DIAGNOSTIC_ROWS, ROWS, Pipeline, collect_metrics, results_table
     from ..errors import NocoError
 
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    bad = [r for r in rows if r not in ROWS]
+    bad = [r for r in rows if r not in ROWS + DIAGNOSTIC_ROWS]
     if bad:
-        raise NocoError(f"--rows: unknown rows {bad}; choose from {', '.join(ROWS)}")
+        raise NocoError(f"--rows: unknown rows {bad}; choose from {', '.join(ROWS + DIAGNOSTIC_ROWS)}")
     if args.seeds < 1:
         raise NocoError("--seeds must be at least 1")
     ds, cfg, device, out = _setup(args)

@@ -138,8 +138,10 @@ class OnlineCorrection:
                             + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
         st = {k: 0 for k in _STAT_KEYS}
         out = []
+        # without AIC, MIC or replacement the teacher's detections would go unused (row s): skip them
+        uses_teacher = self.cfg.mode == "replace" or self.cfg.use_aic or self.cfg.use_mic
         for vid in video_ids:
-            if self._due(vid, step):
+            if uses_teacher and self._due(vid, step):
                 q = self.predict(vid)
                 if self.video_classes is not None:
                     q = q.select(torch.isin(q.labels, self.video_classes[vid]))
