@@ -488,3 +488,11 @@ def test_without_aic_mic_or_replacement_the_labels_stay_and_the_teacher_is_not_a
         assert torch.equal(got.segments, INITIAL[v].segments) and torch.equal(got.weights, INITIAL[v].weights)
     oc.after_step(_teacher_model(1.0), step=1)
     assert float(oc.teacher.module.weight) == pytest.approx(0.5)
+
+
+def test_hpm_normalize_without_initial_labels_keeps_the_weights():
+    empty = {"v1": Instances.empty(), "v2": mk([(1, 2, 0, 0.9, 0.0)])}  # no label of positive weight
+    oc = OnlineCorrection(empty, _teacher_model(), FakeDetector(TABLE), video_classes=ALL,
+                          cfg=CorrectionConfig(hpm_normalize=True, use_aic=False, use_mic=False))
+    out = oc.labels_for(["v1", "v2"], step=0)
+    assert len(out[0]) == 0 and out[1].weights.tolist() == [0.0]

@@ -70,9 +70,10 @@ class OnlineCorrection:
         self._stats_base: dict[str, int] = dict(self.stats)
         # HPM's normaliser: a constant of the run (the same on every rank and after a resume), so that
         # the average initial label weighs what a label weighs without HPM
-        w0 = torch.cat([ins.weights.double().reshape(-1) for ins in self.initial.values()] or [torch.ones(1)])
+        ws = [ins.weights.double().reshape(-1) for ins in self.initial.values()]
+        w0 = torch.cat(ws) if ws else torch.ones(0, dtype=torch.float64)
         m = float(w0.pow(self.cfg.hpm_power).mean()) if w0.numel() else 1.0
-        self._hpm_norm = m if m > 0 else 1.0
+        self._hpm_norm = m if m > 0 else 1.0  # no labels, or all of weight 0: plain weights
 
     # ------------------------------------------------------------------ teacher predictions
     @torch.no_grad()
