@@ -41,11 +41,22 @@ def test_sample_noise_has_the_given_std(tiny):
     assert torch.equal(make_sample(tiny, v, ins, cfg, None, noise=0.5)[0], clean)  # no generator: no noise
 
 
-def test_training_uses_the_relative_noise(tiny, tmp_path, caplog):
+def test_training_uses_the_relative_noise(tiny, tmp_path, caplog, monkeypatch):
+    """Every training sample gets input_noise + input_noise_rel x the features' std, and the log says so."""
+    import noco.detector.train as train
+
     gt = tiny.ground_truth(tiny.train_subset)
     std = input_feature_std(tiny, tiny.subset(tiny.train_subset), small_cfg())
+    seen = []
+
+    def recording(*args, **kw):
+        seen.append(kw.get("noise"))
+        return make_sample(*args, **kw)
+
+    monkeypatch.setattr(train, "make_sample", recording)
     with caplog.at_level(logging.INFO, logger="noco"):
         train_detector(tiny, StaticLabels(gt), small_cfg(epochs=1, input_noise=0.01, input_noise_rel=0.5), tmp_path / "r",
                        log_every=0)
+    assert seen and all(n == pytest.approx(0.01 + 0.5 * std, rel=1e-9) for n in seen)
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("input noise"))
     assert f"std {0.01 + 0.5 * std:.4g}" in line

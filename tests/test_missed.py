@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from noco.eval.missed import main, missed_recall
+from noco.eval.missed import label_support, main, missed_recall
 from noco.labels.instances import Instances
 
 from test_repair import _gt, _labels  # noqa: E402
@@ -30,6 +30,18 @@ def test_missed_recall_hand_case():
     assert missed_recall(_gt(), _labels(), {}, 2, (0.1,))["recall_missed"] == [0.0]
 
 
+def test_label_support_hand_case():
+    # labels of v: [1, 11] c0 (right, w .5), [50, 60] c0 (wrong, .4), [29, 41] c1 (right, .3), [30, 40] c0
+    # (wrong class, .2); video x has no ground truth and does not count. Support: .5 ([0.5, 10]), 0, 0
+    # (only class-0 detections), .9 ([30, 40] c0, tIoU 1)
+    r = label_support(_gt(), _labels(), _dets(), 2)
+    assert r["labels"] == 4 and r["mean_weight"] == pytest.approx(0.35)
+    assert r["auc_weight"] == pytest.approx(0.75)    # .5 > .4, .5 > .2, .3 > .2, .3 < .4
+    assert r["auc_support"] == pytest.approx(0.375)  # .5 > 0, .5 < .9, 0 = 0 (a half), 0 < .9
+    none = label_support(_gt(), _labels(), _dets(), 2, videos=["w"])
+    assert none == {"labels": 0, "mean_weight": None, "auc_weight": None, "auc_support": None}
+
+
 def test_missed_cli_and_held_out_videos(tiny_root, tmp_path, capsys):
     from noco.data.dataset import load_dataset
     from noco.io import atomic_save_torch
@@ -45,6 +57,7 @@ def test_missed_cli_and_held_out_videos(tiny_root, tmp_path, capsys):
                  "--detections", str(tmp_path / "d.json")]) == 0
     out = capsys.readouterr().out
     assert "recall of the missed 100.0 %, of the labelled 100.0 %" in out
+    assert "mean weight 1.000; AUC for a right label (matched at tIoU 0.5): of the label weight -," in out  # all right
     atomic_save_torch(tmp_path / "ck.pt", {"val_videos": vids[:1]})
     assert main(["--data", str(tiny_root), "--labels", str(tmp_path / "l.json"), "--detections",
                  str(tmp_path / "d.json"), "--videos-held-out-by", str(tmp_path / "ck.pt")]) == 0

@@ -39,11 +39,12 @@ def aic_detailed(
     check_instances(teacher, f"{what}: teacher detections")
     n = len(labels)
     dev = labels.segments.device
+    # Eq. 6 for a label the teacher does not support (empty A_i): it keeps its weight, or with
+    # ``decay_unsupported`` gets the teacher's vote 0: w_hat = beta w_i
+    kept_w = beta * labels.weights if decay_unsupported else labels.weights
     if n == 0 or len(teacher) == 0:
-        none = torch.zeros(n, dtype=torch.bool, device=dev)
-        if decay_unsupported and n:
-            labels = Instances(labels.segments, labels.labels, labels.scores, beta * labels.weights)
-        return AICResult(labels, none, torch.zeros(n, dtype=torch.long, device=dev))
+        return AICResult(Instances(labels.segments, labels.labels, labels.scores, kept_w),
+                         torch.zeros(n, dtype=torch.bool, device=dev), torch.zeros(n, dtype=torch.long, device=dev))
     teacher = teacher.to(dev)
     iou = _intervals().pairwise_tiou(labels.segments, teacher.segments).to(torch.float32)  # [N, M]
     assoc = (iou > iou_thresh) & (teacher.scores > conf_thresh)[None, :]
@@ -59,10 +60,7 @@ def aic_detailed(
     corrected = (k > 0) & (den > 0)
     new_seg = torch.where(corrected[:, None], num / den.clamp_min(1e-30)[:, None], labels.segments)
     mean_w = sum_w / kf.clamp_min(1.0)
-    # Eq. 6; a label the teacher does not support (empty A_i) keeps its weight, or with
-    # ``decay_unsupported`` gets the teacher's vote 0: w_hat = beta w_i
-    kept_w = beta * labels.weights if decay_unsupported else labels.weights
-    new_w = torch.where(corrected, beta * labels.weights + (1.0 - beta) * mean_w, kept_w)
+    new_w = torch.where(corrected, beta * labels.weights + (1.0 - beta) * mean_w, kept_w)  # Eq. 6
     out = Instances(new_seg, labels.labels, labels.scores, new_w)
     return AICResult(out, corrected, k)
 

@@ -131,9 +131,8 @@ class CorrectionConfig:
             p.append(f"refresh must be 'batch' or an integer number of steps >= 1, found {r!r}")
         if isinstance(self.start_step, bool) or not isinstance(self.start_step, int) or self.start_step < 0:
             p.append(f"start_step must be an integer >= 0, found {self.start_step!r}")
-        for name in ("cala_include_seed", "teacher_hpm", "video_classes", "use_aic", "use_mic", "aic_same_class",
-                     "hpm_normalize",
-                     "aic_decay_unsupported", "mic_same_class"):
+        for name in ("cala_include_seed", "teacher_hpm", "hpm_normalize", "video_classes", "use_aic", "use_mic",
+                     "aic_same_class", "aic_decay_unsupported", "mic_same_class"):
             if not isinstance(getattr(self, name), bool):
                 p.append(f"{name} must be true or false, found {getattr(self, name)!r}")
         if p:

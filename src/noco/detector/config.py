@@ -108,8 +108,8 @@ class DetectorConfig:
             if getattr(self, name) < 1:
                 p.append(f"{name} must be >= 1, found {getattr(self, name)}")
         for name in ("stem_blocks", "warmup_epochs", "init_conv_vars", "center_sample_radius", "iou_weight_power",
-                     "weight_decay", "grad_clip", "input_noise", "input_noise_rel", "eta_min", "reg_loss_weight", "nms_min_score",
-                     "pre_nms_thresh", "min_segment", "voting_thresh"):
+                     "weight_decay", "grad_clip", "input_noise", "input_noise_rel", "eta_min", "reg_loss_weight",
+                     "nms_min_score", "pre_nms_thresh", "min_segment", "voting_thresh"):
             if not getattr(self, name) >= 0:
                 p.append(f"{name} must be >= 0, found {getattr(self, name)}")
         if self.sgp_w < 1 or self.sgp_w % 2 == 0:

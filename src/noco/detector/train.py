@@ -32,8 +32,8 @@ from ..io import atomic_save_torch, check_writable_dir, load_checkpoint
 from ..labels.instances import Instances
 from .assign import assign_labels, ignore_mask
 from .config import DetectorConfig
-from .infer import (detect, detector_grid, downsample_features, input_steps, padded_length, resize_features,
-                    video_meta)
+from .infer import (detect, detector_features, detector_grid, downsample_features, input_steps, padded_length,
+                    resize_features, video_meta)
 from .loss import detection_loss
 from .model import TriDet
 
@@ -210,9 +210,7 @@ def input_feature_std(dataset, videos: Sequence, cfg: DetectorConfig, max_videos
     pick = sorted({round(i * (len(videos) - 1) / max(k - 1, 1)) for i in range(k)})
     n, total, total_sq = 0, 0.0, 0.0
     for i in pick:
-        raw = torch.from_numpy(np.array(dataset.features(videos[i].id), dtype=np.float32))
-        x = resize_features(raw, cfg.fixed_length) if cfg.fixed_length else downsample_features(raw, cfg.input_downsample)
-        x = x.double()
+        x = detector_features(dataset.features_tensor(videos[i].id), cfg).double()
         n, total, total_sq = n + x.numel(), total + float(x.sum()), total_sq + float((x * x).sum())
     mean = total / n
     return math.sqrt(max(total_sq / n - mean * mean, 0.0))

@@ -6,6 +6,10 @@ into the instances the labels match (greedy one-to-one, same class, tIoU >= ``io
 label-quality matching) and those they miss, and gives, per score threshold, the fraction of each
 that a same-class detection with at least that score overlaps at tIoU >= ``iou``.
 
+``label_support`` gives, for the same labels, how well the detections' support (the best
+same-class score overlapping a label) tells right labels from wrong ones, beside the labels' own
+weights (HPM's); the command prints both.
+
 Run on the teacher's detections of the training videos, and on those of a detector that never saw
 the videos' labels (``noco detector train --val-fraction 0.5`` holds half of them out; its
 checkpoint lists them), it tells whether the teacher misses the missed instances because it was
@@ -27,7 +31,7 @@ import torch
 from ..labels.instances import Instances
 from .labels import match_labels
 
-__all__ = ["missed_recall"]
+__all__ = ["missed_recall", "label_support"]
 
 
 def _covered(gt: Instances, dets: Instances, thresholds: torch.Tensor, iou: float) -> torch.Tensor:
@@ -74,6 +78,35 @@ def missed_recall(gt: Mapping[str, Instances], labels: Mapping[str, Instances], 
             "recall_labelled": r_lab}
 
 
+def label_support(gt: Mapping[str, Instances], labels: Mapping[str, Instances], detections: Mapping[str, Instances],
+                  num_classes: int, *, iou: float = 0.5, videos: Iterable[str] | None = None) -> dict:
+    """How well a detector's support tells right labels from wrong ones, beside the labels' weights
+    (what HPM, or a weight from the teacher, relies on).
+
+    A label is right when the label-quality matching (tIoU >= ``iou``) matches it; its support is
+    the best score of a same-class detection overlapping it at tIoU > ``iou`` (0 without one).
+    Returns ``{"labels": count, "mean_weight", "auc_weight", "auc_support"}`` (AUCs: the probability
+    that a right label scores above a wrong one; ``None`` without both kinds).
+    """
+    from ..ops.intervals import pairwise_tiou
+    from .repair import right_label_auc
+
+    keep = list(gt) if videos is None else [v for v in gt if v in set(videos)]
+    gt = {v: gt[v] for v in keep}
+    _, (l_vid, l_seg, l_lab, _, l_w), (mp, _, _) = match_labels(gt, labels, num_classes, (iou,))
+    right = torch.zeros(l_lab.numel(), dtype=torch.bool)
+    right[mp] = True
+    support = torch.zeros(l_lab.numel(), dtype=torch.float64)
+    for i, v in enumerate(keep):  # per video: the pairwise tIoU is within a video
+        idx = (l_vid == i).nonzero().flatten()
+        dets = detections.get(v, Instances.empty())
+        if idx.numel() and len(dets):
+            ok = (pairwise_tiou(l_seg[idx], dets.segments.double()) > iou) & (l_lab[idx, None] == dets.labels[None, :])
+            support[idx] = torch.where(ok, dets.scores.double()[None, :], torch.zeros((), dtype=torch.float64)).amax(1)
+    return {"labels": int(l_lab.numel()), "mean_weight": float(l_w.mean()) if l_w.numel() else None,
+            "auc_weight": right_label_auc(l_w, right), "auc_support": right_label_auc(support, right)}
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..errors import NocoError
     from ..io import load_checkpoint
@@ -98,13 +131,19 @@ def main(argv: list[str] | None = None) -> int:
             if not videos:
                 raise NocoError(f"{args.videos_held_out_by}: the checkpoint lists no held-out videos "
                                 f"(train with --val-fraction; checkpoints before this option do not list them)")
-        r = missed_recall(gt, labels, read_instances(args.detections, ds.classes),
-                          ds.num_classes, thresholds, iou=args.iou, videos=videos)
+        dets = read_instances(args.detections, ds.classes)
+        r = missed_recall(gt, labels, dets, ds.num_classes, thresholds, iou=args.iou, videos=videos)
         where = f"{len(videos)} held-out videos" if videos else f"{len(gt)} training videos"
         print(f"{where}: {r['missed']} instances missed by the labels, {r['labelled']} matched (tIoU {args.iou})")
         for t, m, lab in zip(r["thresholds"], r["recall_missed"], r["recall_labelled"]):
             fmt = lambda x: "-" if x is None else f"{100 * x:.1f} %"  # noqa: E731
             print(f"detections with score >= {t:g}: recall of the missed {fmt(m)}, of the labelled {fmt(lab)}")
+        sup = label_support(gt, labels, dets, ds.num_classes, iou=args.iou, videos=videos)
+        auc = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+        mean_w = "-" if sup["mean_weight"] is None else f"{sup['mean_weight']:.3f}"
+        print(f"{sup['labels']} labels, mean weight {mean_w}; AUC for a right label (matched at tIoU "
+              f"{args.iou:g}): of the label weight {auc(sup['auc_weight'])}, of the detections' support "
+              f"{auc(sup['auc_support'])} (best same-class score at tIoU > {args.iou:g})")
     except NocoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -87,12 +87,19 @@ def precision_by_weight(gt: Mapping[str, Instances], labels: Mapping[str, Instan
     edges = torch.quantile(w, torch.linspace(0, 1, bins + 1, dtype=torch.float64)[1:-1])
     b = torch.bucketize(w, edges, right=True)
     out["precision"] = [float(right[b == i].double().mean()) if bool((b == i).any()) else None for i in range(bins)]
-    pos, neg = w[right].sort().values, w[~right]
-    if pos.numel() and neg.numel():
-        below = torch.searchsorted(pos, neg, right=False)     # right labels with a smaller weight than each wrong
-        equal = torch.searchsorted(pos, neg, right=True) - below
-        out["auc"] = float(((pos.numel() - below - equal) + 0.5 * equal).sum() / (pos.numel() * neg.numel()))
+    out["auc"] = right_label_auc(w, right)
     return out
+
+
+def right_label_auc(score: torch.Tensor, right: torch.Tensor) -> float | None:
+    """The probability that a right label scores above a wrong one (ties count one half); None
+    without both kinds."""
+    pos, neg = score[right].sort().values, score[~right]
+    if not (pos.numel() and neg.numel()):
+        return None
+    below = torch.searchsorted(pos, neg, right=False)     # right labels scoring below each wrong one
+    equal = torch.searchsorted(pos, neg, right=True) - below
+    return float(((pos.numel() - below - equal) + 0.5 * equal).sum() / (pos.numel() * neg.numel()))
 
 
 def diagnostic_parser(module: str, doc: str) -> argparse.ArgumentParser:
