@@ -157,6 +157,20 @@ def test_mic_adds_missed_short_instance_only():
         assert _tiou(seg, [10, 30]) < 0.2
 
 
+
+def test_mic_support_keeps_only_candidates_the_pool_confirms():
+    """``support``: MIC adds q1 [32,34] and q5 [52,58] (class 0) without it; with a class-0 pool
+    proposal [32,34.5] (tIoU 2/2.5 = .8 with q1) only q1 is confirmed; a class-1 proposal on q5's
+    place does not confirm a class-0 candidate; tIoU exactly at the threshold confirms."""
+    pool = mk([(32, 34.5, 0, 0.2), (52, 58, 1, 0.9), (80, 90, 0, 0.9)])
+    c = mic_candidates(MIC_LABELS, MIC_TEACHER, support=pool)
+    assert c.segments.flatten().tolist() == pytest.approx([32, 34]) and c.weights.tolist() == pytest.approx([0.8])
+    assert len(mic_candidates(MIC_LABELS, MIC_TEACHER, support=pool, support_iou=0.81)) == 0  # .8 < .81
+    assert len(mic_candidates(MIC_LABELS, MIC_TEACHER, support=pool, support_iou=0.8)) == 1
+    assert len(mic_candidates(MIC_LABELS, MIC_TEACHER, support=Instances.empty())) == 0
+    # without support: both, as in the test above
+    assert len(mic_candidates(MIC_LABELS, MIC_TEACHER)) == 2
+
 def test_mic_thresholds():
     lab = mk([(10, 30, 0, 0.9)])
     # IoU 4/23 = .174 < .2 -> added; IoU 5/23 = .217 -> not
@@ -318,7 +332,7 @@ def test_online_correction_corrects_the_batch_videos():
 
 def test_online_correction_ema_refresh_and_state_roundtrip():
     det = FakeDetector(TABLE)
-    cfg = make_config("cpu", {"alpha": 0.5, "refresh": 3, "use_aic": False})
+    cfg = make_config("cpu", {"alpha": 0.5, "refresh": 3, "use_aic": False, "mic_pool_conf": 0.0})
     oc = OnlineCorrection(INITIAL, _teacher_model(0.0), det, cfg=cfg, video_classes=ALL)
     oc.labels_for(["v3"], step=0)
     assert det.calls == ["v3"]
@@ -496,3 +510,18 @@ def test_hpm_normalize_without_initial_labels_keeps_the_weights():
                           cfg=CorrectionConfig(hpm_normalize=True, use_aic=False, use_mic=False))
     out = oc.labels_for(["v1", "v2"], step=0)
     assert len(out[0]) == 0 and out[1].weights.tolist() == [0.0]
+
+
+def test_online_mic_support_comes_from_the_pool_above_mic_pool_conf():
+    """``correction.mic_pool_conf``: the pool proposals scoring at least it confirm MIC's candidates
+    (v2: q1 is confirmed by a proposal of score .2, q5 only by one of .05, below the threshold)."""
+    pool = {"v2": mk([(32, 34, 0, 0.2), (52, 58, 0, 0.05)])}
+    cfg = CorrectionConfig(aic_conf=0.4, mic_conf=0.6, mic_pool_conf=0.1, use_aic=False)
+    oc = OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), cfg=cfg, video_classes=ALL, mic_pool=pool)
+    out = oc.labels_for(["v1", "v2"], step=0)
+    assert len(out[0]) == len(LABELS)  # v1 has no pool proposal: its 3 MIC candidates stay unconfirmed
+    added = out[1].select(slice(len(MIC_LABELS), None))
+    assert added.segments.flatten().tolist() == pytest.approx([32, 34])
+    assert oc.stats["mic_added"] == 1
+    with pytest.raises(NocoError, match="mic_pool_conf"):
+        OnlineCorrection(INITIAL, _teacher_model(), FakeDetector(TABLE), cfg=cfg, video_classes=ALL)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from noco.eval.missed import label_support, main, missed_recall
+from noco.eval.missed import label_support, main, mic_precision, missed_recall
 from noco.labels.instances import Instances
 
 from test_repair import _gt, _labels  # noqa: E402
@@ -42,6 +42,17 @@ def test_label_support_hand_case():
     assert none == {"labels": 0, "mean_weight": None, "auc_weight": None, "auc_support": None}
 
 
+def test_mic_precision_hand_case():
+    # MIC's candidates: v [20, 22] c0 (.25; the missed instance: right); w [5, 15] c1 (.9; the missed
+    # [5, 9] only at tIoU .4: wrong). [0.5, 10] and [30, 40] c0 overlap same-class labels: not candidates
+    r = mic_precision(_gt(), _labels(), _dets(), 2, (0.2, 0.3))
+    assert r["candidates"] == [2, 1] and r["right"] == [1, 0]
+    pool = {"v": Instances.create([[19, 22]], [0], scores=torch.tensor([0.2]))}  # confirms [20, 22] (tIoU 2/3)
+    r = mic_precision(_gt(), _labels(), _dets(), 2, (0.2, 0.3), pool=pool, pool_conf=0.1)
+    assert r["candidates"] == [1, 0] and r["right"] == [1, 0]
+    assert mic_precision(_gt(), _labels(), _dets(), 2, (0.2,), pool=pool, pool_conf=0.3)["candidates"] == [0]
+
+
 def test_missed_cli_and_held_out_videos(tiny_root, tmp_path, capsys):
     from noco.data.dataset import load_dataset
     from noco.io import atomic_save_torch
@@ -57,6 +68,8 @@ def test_missed_cli_and_held_out_videos(tiny_root, tmp_path, capsys):
                  "--detections", str(tmp_path / "d.json")]) == 0
     out = capsys.readouterr().out
     assert "recall of the missed 100.0 %, of the labelled 100.0 %" in out
+    assert "MIC's candidates (NMS 0.4, IoU with the labels < 0.2), by score: >= 0.1: " in out
+    assert out.count("% right") == 3 and out.count("(100.0 % right)") == 3  # the missed instances, all right
     assert "mean weight 1.000; AUC for a right label (matched at tIoU 0.5): of the label weight -," in out  # all right
     atomic_save_torch(tmp_path / "ck.pt", {"val_videos": vids[:1]})
     assert main(["--data", str(tiny_root), "--labels", str(tmp_path / "l.json"), "--detections",

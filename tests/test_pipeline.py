@@ -191,5 +191,7 @@ def test_correction_key_holds_only_the_options_a_row_uses():
     assert changed(aic_decay_unsupported=True) == {"g"}  # only the HPM loss reads the weights
     assert changed(hpm_normalize=False) == {"g"}             # the cpu preset normalises
     assert changed(replace_fallback="class") == {"c"}
+    assert changed(mic_pool_conf=0.1) == {"e", "f", "g"}
+    assert changed(mic_pool_iou=0.3) == set()                # MIC's pool support is off: its IoU unused
     assert changed(alpha=0.9) == set(online)
     assert changed(video_classes=False) == set(online)

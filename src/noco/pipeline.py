@@ -559,8 +559,9 @@ class Pipeline:
         def detect_fn(model, feats, vid):
             return detect(model, feats, metas[vid], tcfg)
 
+        pool = self.proposal_pool() if corr.use_mic and corr.mic_pool_conf > 0 else None
         return OnlineCorrection(initial, teacher, detect_fn, features_fn=self.ds.features_tensor, cfg=corr,
-                                video_classes=self.video_classes())
+                                video_classes=self.video_classes(), mic_pool=pool)
 
     def _final_source_labels(self, ck: Path, source) -> dict[str, Instances]:
         from .io import load_checkpoint
@@ -654,6 +655,8 @@ def correction_key(corr, spec: dict) -> dict:
     for k in ("aic_decay_unsupported", "hpm_normalize"):
         if not d.get(k):  # off, as before the option: cached rows stay valid
             drop.add(k)
+    if not d.get("mic_pool_conf"):
+        drop |= {"mic_pool_conf", "mic_pool_iou"}
     return {k: v for k, v in d.items() if k not in drop}
 
 

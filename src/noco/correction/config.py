@@ -69,6 +69,9 @@ class CorrectionConfig:
     mic_nms: float = 0.4            # θm_nms: Q'' = per-class NMS(Q')
     mic_iou: float = 0.2            # θm_iou: added when max IoU with the labels < this
     mic_same_class: bool = True
+    mic_pool_conf: float = 0.0      # > 0: a MIC candidate must also overlap (same class, tIoU >= mic_pool_iou)
+    mic_pool_iou: float = 0.5       # a base-model pool proposal scoring >= mic_pool_conf; 0: off (NOCO.md).
+                                    # Not in the paper [choice]
     # --- mode "replace" (row c) ------------------------------------------------------------
     replace_conf: float = 0.3       # the teacher's detections with score >= this ... (0.5 before)
     replace_nms: float = 0.45       # ... after per-class NMS replace the batch's labels (weight = score)
@@ -105,7 +108,7 @@ class CorrectionConfig:
     def validate(self) -> "CorrectionConfig":
         p = []
         unit = ("baseline_conf", "cala_conf", "ignore_conf", "cala_nms", "cala_iou", "alpha", "aic_iou", "aic_conf", "aic_beta",
-                "mic_conf", "mic_nms", "mic_iou", "replace_conf", "replace_nms")
+                "mic_conf", "mic_nms", "mic_iou", "mic_pool_conf", "mic_pool_iou", "replace_conf", "replace_nms")
         for name in unit:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:

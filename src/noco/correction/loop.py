@@ -36,6 +36,8 @@ class OnlineCorrection:
     (features converted to a float32 tensor on the teacher's device), else ``detect_fn(model, video_id)``.
     ``video_classes``: ``{video_id: class ids}``, each training video's video-level labels; with
     ``cfg.video_classes`` the teacher's detections of other classes are dropped before correction.
+    ``mic_pool``: ``{video_id: Instances}``, the base model's proposal pool; needed when MIC runs with
+    ``cfg.mic_pool_conf > 0`` (its proposals scoring at least that are MIC's support).
     """
 
     def __init__(
@@ -46,8 +48,17 @@ class OnlineCorrection:
         features_fn: Callable[[str], object] | None = None,
         cfg: CorrectionConfig | None = None,
         video_classes: Mapping[str, object] | None = None,
+        mic_pool: Mapping[str, Instances] | None = None,
     ):
         self.cfg = (cfg or CorrectionConfig()).validate()
+        self.mic_support: dict[str, Instances] | None = None
+        if self.cfg.mode != "replace" and self.cfg.use_mic and self.cfg.mic_pool_conf > 0:
+            if mic_pool is None:
+                raise NocoError("online correction: correction.mic_pool_conf > 0 needs the base model's proposal pool")
+            self.mic_support = {}
+            for vid, p in mic_pool.items():
+                check_instances(p, f"video {vid}: proposal pool")
+                self.mic_support[vid] = p.select(p.scores >= self.cfg.mic_pool_conf).to("cpu")
         self.video_classes: dict[str, torch.Tensor] | None = None
         if self.cfg.video_classes:
             if video_classes is None:
@@ -125,7 +136,9 @@ class OnlineCorrection:
             out = res.labels
             st["aic_corrected"] += int(res.corrected.sum())
         if cfg.use_mic:
-            c = mic_candidates(out, q, **cfg.mic_kwargs(), what=f"video {vid}: online labels")
+            support = None if self.mic_support is None else self.mic_support.get(vid, Instances.empty())
+            c = mic_candidates(out, q, **cfg.mic_kwargs(), support=support,
+                               support_iou=cfg.mic_pool_iou, what=f"video {vid}: online labels")
             if len(c):
                 out = Instances.cat([out, c])
             st["mic_added"] += len(c)

@@ -30,10 +30,16 @@ def mic_candidates(
     iou_thresh: float = 0.2,
     same_class: bool = True,
     *,
+    support: Instances | None = None,
+    support_iou: float = 0.5,
     what: str = "labels",
 ) -> Instances:
     """The compensation set ``C``: confident, NMS-ed teacher detections whose maximum IoU with the
-    labels (of the same class when ``same_class``) is below ``iou_thresh``; weight = score (Eq. 7)."""
+    labels (of the same class when ``same_class``) is below ``iou_thresh``; weight = score (Eq. 7).
+
+    ``support`` (not in NOCO.md; ``correction.mic_pool_conf``): when given, a candidate is kept only
+    if a ``support`` instance of its class overlaps it at tIoU >= ``support_iou`` (the pipeline passes
+    the base model's pool proposals above a score: the teacher and the base model must agree)."""
     check_instances(labels, what)
     check_instances(teacher, f"{what}: teacher detections")
     teacher = teacher.to(labels.segments.device)
@@ -41,13 +47,23 @@ def mic_candidates(
     if len(q) == 0:
         return q
     if len(labels) > 0:
-        iou = _intervals().pairwise_tiou(q.segments, labels.segments).to(torch.float32)  # [M'', N]
-        iou = torch.nan_to_num(iou, nan=0.0)
-        if same_class:
-            iou = torch.where(q.labels[:, None] == labels.labels[None, :], iou, iou.new_zeros(()))
-        max_iou = iou.max(dim=1).values
-        q = q.select(max_iou < iou_thresh)
+        q = q.select(_max_iou(q, labels, same_class) < iou_thresh)
+    if support is not None and len(q) > 0:
+        check_instances(support, f"{what}: MIC's support")
+        q = q.select(_max_iou(q, support.to(q.segments.device), True) >= support_iou)
     return Instances(q.segments, q.labels, q.scores, q.scores.clone())
+
+
+def _max_iou(q: Instances, other: Instances, same_class: bool) -> torch.Tensor:
+    """[len(q)] float32: each of ``q``'s best tIoU with ``other`` (of its class when ``same_class``; 0
+    when ``other`` is empty)."""
+    if len(other) == 0:
+        return q.scores.new_zeros(len(q), dtype=torch.float32)
+    iou = _intervals().pairwise_tiou(q.segments, other.segments).to(torch.float32)  # [M, N]
+    iou = torch.nan_to_num(iou, nan=0.0)
+    if same_class:
+        iou = torch.where(q.labels[:, None] == other.labels[None, :], iou, iou.new_zeros(()))
+    return iou.max(dim=1).values
 
 
 def mic(

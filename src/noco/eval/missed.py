@@ -10,6 +10,11 @@ that a same-class detection with at least that score overlaps at tIoU >= ``iou``
 same-class score overlapping a label) tells right labels from wrong ones, beside the labels' own
 weights (HPM's); the command prints both.
 
+``mic_precision`` gives what MIC would add from these detections at each score threshold (its
+candidates, exactly as the online loop forms them) and how many of them are right, i.e. match an
+instance the labels miss; with ``--pool`` also when the base model's pool must confirm each candidate
+(``correction.mic_pool_conf``).
+
 Run on the teacher's detections of the training videos, and on those of a detector that never saw
 the videos' labels (``noco detector train --val-fraction 0.5`` holds half of them out; its
 checkpoint lists them), it tells whether the teacher misses the missed instances because it was
@@ -31,7 +36,7 @@ import torch
 from ..labels.instances import Instances
 from .labels import match_labels
 
-__all__ = ["missed_recall", "label_support"]
+__all__ = ["missed_recall", "label_support", "mic_precision"]
 
 
 def _covered(gt: Instances, dets: Instances, thresholds: torch.Tensor, iou: float) -> torch.Tensor:
@@ -107,6 +112,43 @@ def label_support(gt: Mapping[str, Instances], labels: Mapping[str, Instances], 
             "auc_weight": right_label_auc(l_w, right), "auc_support": right_label_auc(support, right)}
 
 
+def mic_precision(gt: Mapping[str, Instances], labels: Mapping[str, Instances], detections: Mapping[str, Instances],
+                  num_classes: int, thresholds: Iterable[float] = (0.1, 0.2, 0.3), *, iou: float = 0.5,
+                  mic_nms: float = 0.4, mic_iou: float = 0.2, pool: Mapping[str, Instances] | None = None,
+                  pool_conf: float = 0.1, pool_iou: float = 0.5, videos: Iterable[str] | None = None) -> dict:
+    """MIC's candidates from ``detections`` at each threshold (``mic_candidates`` with ``mic_nms``,
+    ``mic_iou``; with ``pool``, only those a pool proposal scoring >= ``pool_conf`` confirms at tIoU
+    >= ``pool_iou``), and how many are right: a same-class instance the labels miss (label-quality
+    matching at ``iou``) overlaps them at tIoU >= ``iou``. Returns ``{"thresholds", "candidates": [...],
+    "right": [...]}``."""
+    from ..correction.mic import mic_candidates
+    from ..ops.intervals import pairwise_tiou
+
+    keep = list(gt) if videos is None else [v for v in gt if v in set(videos)]
+    gt = {v: gt[v] for v in keep}
+    thr = [float(t) for t in thresholds]
+    (g_vid, g_seg, g_lab), _, (_, _, mg) = match_labels(gt, labels, num_classes, (iou,))
+    missed = torch.ones(g_lab.numel(), dtype=torch.bool)
+    missed[mg] = False
+    n_cand, n_right = [0] * len(thr), [0] * len(thr)
+    for i, v in enumerate(keep):  # per video: MIC works per video
+        dets = detections.get(v, Instances.empty())
+        lab = labels.get(v, Instances.empty())
+        support = None
+        if pool is not None:
+            p = pool.get(v, Instances.empty())
+            support = p.select(p.scores >= pool_conf)
+        idx = ((g_vid == i) & missed).nonzero().flatten()
+        for j, t in enumerate(thr):
+            c = mic_candidates(lab, dets, t, mic_nms, mic_iou, support=support, support_iou=pool_iou,
+                               what=f"video {v}: labels")
+            n_cand[j] += len(c)
+            if len(c) and idx.numel():
+                ok = (pairwise_tiou(c.segments.double(), g_seg[idx]) >= iou) & (c.labels[:, None] == g_lab[idx][None, :])
+                n_right[j] += int(ok.any(1).sum())
+    return {"thresholds": thr, "candidates": n_cand, "right": n_right}
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..errors import NocoError
     from ..io import load_checkpoint
@@ -116,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     p = diagnostic_parser("noco.eval.missed", __doc__)
     p.add_argument("--detections", required=True, help="a detector's detections of the training videos")
     p.add_argument("--thresholds", default="0.1,0.2,0.3", help="detection score thresholds, comma-separated")
+    p.add_argument("--pool", metavar="POOL", help="the base model's proposal pool (W/seedS/wtal/pool.json): also "
+                   "MIC's candidates that a pool proposal confirms (correction.mic_pool_conf)")
+    p.add_argument("--pool-conf", type=float, default=0.1, help="with --pool: the proposals' least score (default 0.1)")
     p.add_argument("--videos-held-out-by", metavar="CKPT",
                    help="only the videos this detector checkpoint held out (noco detector train --val-fraction)")
     args = p.parse_args(argv)
@@ -144,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{sup['labels']} labels, mean weight {mean_w}; AUC for a right label (matched at tIoU "
               f"{args.iou:g}): of the label weight {auc(sup['auc_weight'])}, of the detections' support "
               f"{auc(sup['auc_support'])} (best same-class score at tIoU > {args.iou:g})")
+        pool = read_instances(args.pool, ds.classes) if args.pool else None
+        runs = [("MIC's candidates", None)] + ([(f"MIC's candidates that a pool proposal of score >= "
+                                                 f"{args.pool_conf:g} confirms", pool)] if pool is not None else [])
+        for name, pl in runs:
+            m = mic_precision(gt, labels, dets, ds.num_classes, thresholds, iou=args.iou, pool=pl,
+                              pool_conf=args.pool_conf, videos=videos)
+            cells = [f">= {t:g}: {n} ({'-' if n == 0 else f'{100 * r / n:.1f} %'} right)"
+                     for t, n, r in zip(m["thresholds"], m["candidates"], m["right"])]
+            print(f"{name} (NMS 0.4, IoU with the labels < 0.2), by score: " + "; ".join(cells))
     except NocoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
