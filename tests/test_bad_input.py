@@ -458,3 +458,31 @@ def test_bad_input(outcomes, name):
     if "run_dir" in k.extra:
         w = k.extra["run_dir"]
         assert not w.exists() or not any(w.iterdir()), list(w.iterdir())
+
+
+def test_output_folder_probe_is_private_to_each_run(tmp_path):
+    """Runs of other rows on the same W start together: their writability probes must not collide
+    (one run used to delete the other's probe file and stop with 'not writable')."""
+    import threading
+
+    from noco.errors import NocoError
+    from noco.io import check_writable_dir
+
+    errors = []
+
+    def probe():
+        for _ in range(200):
+            try:
+                check_writable_dir(tmp_path / "W")
+            except Exception as e:  # noqa: BLE001 - any failure is the defect
+                errors.append(e)
+
+    threads = [threading.Thread(target=probe) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and list((tmp_path / "W").iterdir()) == []  # no probe left behind
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NocoError, match="file.*not writable"):
+        check_writable_dir(tmp_path / "file")

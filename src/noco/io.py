@@ -133,13 +133,14 @@ def _load_failure(e: Exception) -> str:
 def check_writable_dir(path: str | os.PathLike, min_free_mb: int = 50) -> Path:
     """Fail early (before hours of training) if ``path`` cannot hold our outputs."""
     import shutil
+    import tempfile
 
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".noco_write_probe"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        # a probe of its own: runs of other rows (or ranks) may probe the same folder at once
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".noco_write_probe_"):
+            pass
     except OSError as e:
         raise NocoError(f"{path}: output directory is not writable ({e.strerror})") from None
     free_mb = shutil.disk_usage(path).free // (1 << 20)
