@@ -191,7 +191,12 @@ def test_correction_key_holds_only_the_options_a_row_uses():
     assert changed(aic_decay_unsupported=True) == {"g"}  # only the HPM loss reads the weights
     assert changed(hpm_normalize=False) == {"g"}             # the cpu preset normalises
     assert changed(replace_fallback="class") == {"c"}
-    assert changed(mic_pool_conf=0.1) == {"e", "f", "g"}
-    assert changed(mic_pool_iou=0.3) == set()                # MIC's pool support is off: its IoU unused
+    assert changed(mic_pool_conf=0.0) == {"e", "f", "g"}    # the cpu preset confirms MIC's candidates
+    assert changed(mic_pool_iou=0.3) == {"e", "f", "g"}
+    off = make_config("cpu", {"mic_pool_conf": 0.0})
+    # without the pool's confirmation its IoU is unused, and the key is the one from before the option
+    assert correction_key(off, ROW_SPEC["g"]) == correction_key(make_config("cpu", {"mic_pool_conf": 0.0,
+                                                                                     "mic_pool_iou": 0.3}), ROW_SPEC["g"])
+    assert "mic_pool_conf" not in correction_key(off, ROW_SPEC["g"])
     assert changed(alpha=0.9) == set(online)
     assert changed(video_classes=False) == set(online)
