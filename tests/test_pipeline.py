@@ -144,6 +144,25 @@ def test_paired_gains_hand_computed():
     assert paired_gains({"g": found["g"]}) == ""
 
 
+def test_gap_closed_hand_computed():
+    """(g − a) / (oracle − a) from the rows' means over the seeds all three have (seeds 0 and 1:
+    a 45, g 46.5, oracle 90 -> 1.5 / 45 = 3.3 %)."""
+    from noco.pipeline import gap_closed
+
+    t = [0.3, 0.4, 0.5, 0.6, 0.7]
+
+    def m(x):
+        return {"tiou": t, "mAP": [x] * 5}
+
+    found = {"a": {0: m(0.40), 1: m(0.50), 2: m(0.45)}, "g": {0: m(0.42), 1: m(0.51), 2: m(0.48)},
+             "oracle": {0: m(0.9), 1: m(0.9)}}
+    assert gap_closed(found).splitlines() == [
+        "- (g − a) / (oracle − a), avg 0.3:0.7: (46.5 − 45.0) / (90.0 − 45.0) = 3.3 % (means over seeds 0, 1)"]
+    perfect = {**found, "g": found["oracle"]}
+    assert "= 100.0 %" in gap_closed(perfect)
+    assert gap_closed({"a": found["a"], "g": found["g"]}) == ""  # no oracle row
+
+
 def test_ablate_two_seeds_writes_the_table_with_paired_gains(tiny, tmp_path):
     """`noco ablate`: rows over seeds, mean ± std, the gains over row a paired by seed; with
     correction.teacher_hpm row g's own teacher (helper row bh) is reported too."""

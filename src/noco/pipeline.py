@@ -723,6 +723,27 @@ def paired_gains(found: dict[str, dict[int, dict]], base: str = "a") -> str:
     return "\n".join(lines)
 
 
+def gap_closed(found: dict[str, dict[int, dict]], row: str = "g", base: str = "a", oracle: str = "oracle") -> str:
+    """The share of the distance from row ``base`` to the oracle that row ``row`` closes, ``(row −
+    base) / (oracle − base)``, from the three rows' means over the seeds all three have, per named
+    average: markdown lines ("" unless all three rows are present)."""
+    seeds = sorted(set(found.get(row, {})) & set(found.get(base, {})) & set(found.get(oracle, {})))
+    if not seeds:
+        return ""
+    m0 = found[base][seeds[0]]
+
+    def mean(r: str, name: str) -> float:
+        return _mean_std([100 * named_averages(found[r][s]["tiou"], found[r][s]["mAP"])[name] for s in seeds])[0]
+
+    lines = []
+    for name in named_averages(m0["tiou"], m0["mAP"]):
+        b, x, o = mean(base, name), mean(row, name), mean(oracle, name)
+        share = f"{100 * (x - b) / (o - b):.1f} %" if o != b else "-"
+        lines.append(f"- ({row} − {base}) / ({oracle} − {base}), avg {name}: ({x:.1f} − {b:.1f}) / ({o:.1f} − {b:.1f}) "
+                     f"= {share} (means over seeds {', '.join(map(str, seeds))})")
+    return "\n".join(lines)
+
+
 def _boundary_error(q: dict) -> float | None:
     if q.get("start_error") is None or q.get("end_error") is None:
         return None

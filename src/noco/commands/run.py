@@ -165,11 +165,14 @@ def cmd_ablate(args) -> int:
     found = collect_metrics(out)
     found = {r: {s: m for s, m in v.items() if s < args.seeds} for r, v in found.items() if r in ["wtal", *rows]}
     table = results_table(found, markdown=True)
-    from ..pipeline import paired_gains, simulated_note
+    from ..pipeline import gap_closed, paired_gains, simulated_note
 
     paired = paired_gains(found)
     if paired:
         table += "\n\nGain over row a, seed by seed (paired: rows of a seed share its WTAL labels):\n\n" + paired
+    gap = gap_closed(found)
+    if gap:
+        table += "\n\nThe share of the distance from row a to the oracle that NoCo (row g) closes:\n\n" + gap
 
     sim = simulated_note(ds)
     header = (f"# Ablation on {ds.root.name}\n\n"
