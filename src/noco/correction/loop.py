@@ -19,7 +19,7 @@ from ..labels.cala import check_instances
 from ..labels.instances import Instances
 from .aic import aic_detailed
 from .config import CorrectionConfig
-from .mic import confident_detections, mic_candidates
+from .mic import confident_detections, mic_candidates, pool_support
 from .teacher import EMATeacher
 
 STATE_VERSION = 1
@@ -58,7 +58,7 @@ class OnlineCorrection:
             self.mic_support = {}
             for vid, p in mic_pool.items():
                 check_instances(p, f"video {vid}: proposal pool")
-                self.mic_support[vid] = p.select(p.scores >= self.cfg.mic_pool_conf).to("cpu")
+                self.mic_support[vid] = pool_support(p, self.cfg.mic_pool_conf).to("cpu")
         self.video_classes: dict[str, torch.Tensor] | None = None
         if self.cfg.video_classes:
             if video_classes is None:

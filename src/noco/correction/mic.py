@@ -22,6 +22,12 @@ def confident_detections(teacher: Instances, conf_thresh: float, nms_thresh: flo
     return teacher.select(_by_score(idx[torch.as_tensor(keep, dtype=torch.long, device=idx.device)], teacher.scores))
 
 
+def pool_support(pool: Instances, conf_thresh: float) -> Instances:
+    """MIC's support from a proposal pool (``correction.mic_pool_conf``): its proposals scoring at
+    least ``conf_thresh``."""
+    return pool.select(pool.scores >= conf_thresh)
+
+
 def mic_candidates(
     labels: Instances,
     teacher: Instances,

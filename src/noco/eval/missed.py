@@ -120,8 +120,8 @@ def mic_precision(gt: Mapping[str, Instances], labels: Mapping[str, Instances], 
     ``mic_iou``; with ``pool``, only those a pool proposal scoring >= ``pool_conf`` confirms at tIoU
     >= ``pool_iou``), and how many are right: a same-class instance the labels miss (label-quality
     matching at ``iou``) overlaps them at tIoU >= ``iou``. Returns ``{"thresholds", "candidates": [...],
-    "right": [...]}``."""
-    from ..correction.mic import mic_candidates
+    "right": [...], "mic_nms", "mic_iou"}``."""
+    from ..correction.mic import mic_candidates, pool_support
     from ..ops.intervals import pairwise_tiou
 
     keep = list(gt) if videos is None else [v for v in gt if v in set(videos)]
@@ -134,10 +134,7 @@ def mic_precision(gt: Mapping[str, Instances], labels: Mapping[str, Instances], 
     for i, v in enumerate(keep):  # per video: MIC works per video
         dets = detections.get(v, Instances.empty())
         lab = labels.get(v, Instances.empty())
-        support = None
-        if pool is not None:
-            p = pool.get(v, Instances.empty())
-            support = p.select(p.scores >= pool_conf)
+        support = None if pool is None else pool_support(pool.get(v, Instances.empty()), pool_conf)
         idx = ((g_vid == i) & missed).nonzero().flatten()
         for j, t in enumerate(thr):
             c = mic_candidates(lab, dets, t, mic_nms, mic_iou, support=support, support_iou=pool_iou,
@@ -146,7 +143,7 @@ def mic_precision(gt: Mapping[str, Instances], labels: Mapping[str, Instances], 
             if len(c) and idx.numel():
                 ok = (pairwise_tiou(c.segments.double(), g_seg[idx]) >= iou) & (c.labels[:, None] == g_lab[idx][None, :])
                 n_right[j] += int(ok.any(1).sum())
-    return {"thresholds": thr, "candidates": n_cand, "right": n_right}
+    return {"thresholds": thr, "candidates": n_cand, "right": n_right, "mic_nms": mic_nms, "mic_iou": mic_iou}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                               pool_conf=args.pool_conf, videos=videos)
             cells = [f">= {t:g}: {n} ({'-' if n == 0 else f'{100 * r / n:.1f} %'} right)"
                      for t, n, r in zip(m["thresholds"], m["candidates"], m["right"])]
-            print(f"{name} (NMS 0.4, IoU with the labels < 0.2), by score: " + "; ".join(cells))
+            print(f"{name} (NMS {m['mic_nms']:g}, IoU with the labels < {m['mic_iou']:g}), by score: "
+                  + "; ".join(cells))
     except NocoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
